@@ -1,0 +1,346 @@
+"""Publisher and subscriber wrappers around ZeroMQ PUB/SUB.
+
+* The publisher is an XPUB socket so that it *sees* subscriptions: a producer
+  can wait until its consumers are connected (``wait_for_subscribers``) instead
+  of sleeping, which removes ZeroMQ's slow-joiner race without a timer.
+* Sends never block: a PUB socket drops for a subscriber whose high-water mark
+  is full, so a slow consumer can never stall acquisition; the consumer sees
+  the loss as a sequence gap.
+* Every publisher emits a heartbeat on topic ``_hb`` (call
+  :meth:`Publisher.heartbeat_if_due` from its loop); subscribers always
+  subscribe to it and know when their producer was last alive.
+* A subscriber never raises on a bad message: it counts it per fault kind,
+  logs the first of each kind, and goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import zmq
+
+from stream.message import Message, MessageError, decode, encode
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_TOPIC = "_hb"
+
+
+class StreamError(RuntimeError):
+    """A socket could not be set up (bad endpoint, address in use, ...)."""
+
+
+def _check_endpoint(endpoint: str) -> None:
+    if not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
+        raise StreamError(f"endpoint {endpoint!r} must start with tcp://, ipc:// or inproc://")
+
+
+class Publisher:
+    """Publishes :class:`Message` s on one bound (or connected) XPUB socket.
+
+    Sequence numbers are kept per topic, starting at 0.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        source: str,
+        *,
+        hwm: int = 100,
+        heartbeat_s: float = 0.5,
+        bind: bool = True,
+        context: zmq.Context | None = None,
+    ) -> None:
+        _check_endpoint(endpoint)
+        self.source = source
+        self.endpoint = endpoint
+        self.heartbeat_s = heartbeat_s
+        self._ctx = context or zmq.Context.instance()
+        self._sock = self._ctx.socket(zmq.XPUB)
+        self._sock.setsockopt(zmq.SNDHWM, hwm)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        try:
+            if bind:
+                self._sock.bind(endpoint)
+            else:
+                self._sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            self._sock.close(0)
+            raise StreamError(f"cannot {'bind' if bind else 'connect'} {endpoint}: {exc}") from exc
+        # The real endpoint (tcp://127.0.0.1:0 binds to a random port).
+        self.address: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT) if bind else endpoint
+        self._seq: dict[str, int] = {}
+        self._subscriptions: Counter[str] = Counter()
+        self._last_hb = 0.0
+        self.sent: Counter[str] = Counter()
+        self.status: dict[str, Any] = {}
+
+    # -- sending -----------------------------------------------------------
+    def next_seq(self, topic: str) -> int:
+        return self._seq.get(topic, 0)
+
+    def publish(
+        self,
+        topic: str,
+        kind: str,
+        arrays: Sequence[np.ndarray] = (),
+        *,
+        t_acq: float,
+        meta: dict[str, Any] | None = None,
+        stamps: Iterable[tuple[str, int]] = (),
+        stage: str | None = None,
+    ) -> Message:
+        """Build, stamp (``stage`` or ``<source>.pub``) and send one message.
+
+        Never blocks. Do not modify ``arrays`` afterwards: they are sent zero-copy.
+        """
+        seq = self._seq.get(topic, 0)
+        self._seq[topic] = seq + 1
+        msg = Message(topic, kind, seq, self.source, t_acq, tuple(arrays), tuple(stamps), meta or {})
+        msg = msg.stamped(stage or f"{self.source}.pub")
+        self.send(msg)
+        return msg
+
+    def send(self, msg: Message) -> None:
+        """Send a ready-made message as it is (replay uses this)."""
+        try:
+            self._sock.send_multipart(encode(msg), copy=False, flags=zmq.NOBLOCK)
+        except zmq.Again:  # only possible on a connected XPUB without peers
+            pass
+        self.sent[msg.topic] += 1
+        self.heartbeat_if_due()
+
+    def heartbeat_if_due(self, now: float | None = None) -> bool:
+        """Send a heartbeat (carrying ``self.status``) if ``heartbeat_s`` has passed."""
+        now = time.monotonic() if now is None else now
+        self._drain_subscriptions()
+        if now - self._last_hb < self.heartbeat_s:
+            return False
+        self._last_hb = now
+        seq = self._seq.get(HEARTBEAT_TOPIC, 0)
+        self._seq[HEARTBEAT_TOPIC] = seq + 1
+        hb = Message(HEARTBEAT_TOPIC, "heartbeat", seq, self.source, time.time(),
+                     meta={"status": self.status})
+        try:
+            self._sock.send_multipart(encode(hb), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+        return True
+
+    # -- readiness ---------------------------------------------------------
+    def _drain_subscriptions(self) -> None:
+        while True:
+            try:
+                event = self._sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event and event[0] in (0, 1):
+                topic = event[1:].decode(errors="replace")
+                self._subscriptions[topic] += 1 if event[0] == 1 else -1
+
+    def subscribers(self, topic: str) -> int:
+        """Number of live subscriptions whose prefix matches ``topic``."""
+        self._drain_subscriptions()
+        return sum(n for t, n in self._subscriptions.items() if topic.startswith(t) and n > 0)
+
+    def wait_for_subscribers(self, topics: dict[str, int], timeout_s: float) -> bool:
+        """Block until each ``topic`` has at least ``count`` subscribers, or time out.
+
+        Returns True when all are there. Heartbeats keep flowing meanwhile.
+        """
+        deadline = time.monotonic() + timeout_s
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        while True:
+            if all(self.subscribers(t) >= n for t, n in topics.items()):
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            poller.poll(min(left, self.heartbeat_s) * 1000)
+            self.heartbeat_if_due()
+
+    def close(self) -> None:
+        self._sock.close(0)
+
+    def __enter__(self) -> "Publisher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class StreamStats:
+    """What a subscriber has seen, per (source, topic)."""
+
+    received: Counter = field(default_factory=Counter)
+    dropped: Counter = field(default_factory=Counter)
+    bad: Counter = field(default_factory=Counter)
+    skipped: int = 0  # messages deliberately passed over by recv_latest
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "received": {"/".join(k): v for k, v in self.received.items()},
+            "dropped": {"/".join(k): v for k, v in self.dropped.items()},
+            "bad": dict(self.bad),
+            "skipped": self.skipped,
+            "total_dropped": sum(self.dropped.values()),
+        }
+
+
+class Subscriber:
+    """Subscribes to topics on one or more endpoints and decodes messages.
+
+    Counts sequence gaps per (source, topic) as drops, counts and skips bad
+    messages, tracks each producer's last heartbeat.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        topics: Sequence[str],
+        *,
+        hwm: int = 100,
+        bind: bool = False,
+        context: zmq.Context | None = None,
+        name: str = "subscriber",
+    ) -> None:
+        self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        self.name = name
+        self._ctx = context or zmq.Context.instance()
+        self._sock = self._ctx.socket(zmq.SUB)
+        self._sock.setsockopt(zmq.RCVHWM, hwm)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        for t in topics:
+            self._sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+        self._sock.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC.encode())
+        for ep in self.endpoints:
+            _check_endpoint(ep)
+            try:
+                self._sock.bind(ep) if bind else self._sock.connect(ep)
+            except zmq.ZMQError as exc:
+                self._sock.close(0)
+                raise StreamError(f"cannot {'bind' if bind else 'connect'} {ep}: {exc}") from exc
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+        self.stats = StreamStats()
+        self._last_seq: dict[tuple[str, str], int] = {}
+        self.last_heartbeat: dict[str, float] = {}
+        self.producer_status: dict[str, dict[str, Any]] = {}
+        self._logged: set[str] = set()
+        self._pending: deque[Message] = deque()  # data that arrived during wait_ready
+
+    def _accept(self, frames: list[zmq.Frame]) -> Message | None:
+        """Decode, count, and return a data message (None for heartbeats/bad)."""
+        try:
+            msg = decode(frames)
+        except MessageError as exc:
+            self.stats.bad[exc.reason] += 1
+            if exc.reason not in self._logged:
+                self._logged.add(exc.reason)
+                log.warning("%s: dropping bad message (%s): %s (further ones counted, not logged)",
+                            self.name, exc.reason, exc)
+            return None
+        key = (msg.source, msg.topic)
+        last = self._last_seq.get(key)
+        if last is not None:
+            if msg.seq > last + 1:
+                self.stats.dropped[key] += msg.seq - last - 1
+            elif msg.seq <= last:  # producer restarted: start counting afresh
+                log.info("%s: %s/%s restarted its sequence (%d after %d)",
+                         self.name, msg.source, msg.topic, msg.seq, last)
+        self._last_seq[key] = msg.seq
+        if msg.kind == "heartbeat":
+            self.last_heartbeat[msg.source] = time.monotonic()
+            status = msg.meta.get("status")
+            if isinstance(status, dict):
+                self.producer_status[msg.source] = status
+            return None
+        self.stats.received[key] += 1
+        self.last_heartbeat[msg.source] = time.monotonic()
+        return msg
+
+    def recv(self, timeout_s: float | None = None) -> Message | None:
+        """The next data message, or None if none arrives within ``timeout_s``.
+
+        ``timeout_s=None`` waits forever; heartbeats and bad messages are
+        consumed silently (but counted) while waiting.
+        """
+        if self._pending:
+            return self._pending.popleft()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._poller.poll(None if left is None else left * 1000):
+                return None
+            msg = self._accept(self._sock.recv_multipart(copy=False))
+            if msg is not None:
+                return msg
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def recv_all(self) -> list[Message]:
+        """Every data message already waiting, without blocking."""
+        out = list(self._pending)
+        self._pending.clear()
+        while True:
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return out
+            msg = self._accept(frames)
+            if msg is not None:
+                out.append(msg)
+
+    def recv_latest(self, timeout_s: float | None = None) -> dict[str, Message]:
+        """Newest-only receive for consumers that may skip (the display).
+
+        Waits up to ``timeout_s`` for something, then drains the queue and
+        returns the newest message per topic; older ones count as skipped.
+        """
+        first = self.recv(timeout_s)
+        if first is None:
+            return {}
+        msgs = [first, *self.recv_all()]
+        latest: dict[str, Message] = {}
+        for m in msgs:
+            latest[m.topic] = m
+        self.stats.skipped += len(msgs) - len(latest)
+        return latest
+
+    def wait_ready(self, timeout_s: float, sources: int = 1) -> bool:
+        """Handshake: wait until ``sources`` producers have been heard from."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.last_heartbeat) < sources:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self._poller.poll(left * 1000):
+                msg = self._accept(self._sock.recv_multipart(copy=False))
+                if msg is not None:
+                    self._pending.append(msg)
+        return True
+
+    def producer_alive(self, source: str, within_s: float = 2.0) -> bool:
+        t = self.last_heartbeat.get(source)
+        return t is not None and time.monotonic() - t <= within_s
+
+    @property
+    def socket(self) -> zmq.Socket:
+        return self._sock
+
+    def close(self) -> None:
+        self._sock.close(0)
+
+    def __enter__(self) -> "Subscriber":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
