@@ -166,8 +166,9 @@ class Publisher:
             poller.poll(min(left, self.heartbeat_s) * 1000)
             self.heartbeat_if_due()
 
-    def close(self) -> None:
-        self._sock.close(0)
+    def close(self, linger_ms: int = 0) -> None:
+        """Close; ``linger_ms`` > 0 lets queued messages go out first (end of a replay)."""
+        self._sock.close(linger_ms)
 
     def __enter__(self) -> "Publisher":
         return self

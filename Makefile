@@ -1,0 +1,35 @@
+# The two commands a new user needs: `make demo` and `make test`.
+# Each does its own set-up (a virtual env in .venv, the package installed into it).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+
+.PHONY: demo test bench clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Live path only (no torch).
+$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# Tests also train small models: torch pinned to the CPU build that lies on disk.
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev,train]'
+	touch $@ $(VENV)/.installed-demo
+
+demo: $(VENV)/.installed-demo
+	$(BIN)/cortexcast demo $(ARGS)
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: $(VENV)/.installed-demo
+	$(BIN)/cortexcast bench $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,3 @@
+from cortexcast.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""The `cortexcast` command: one subcommand per process or tool.
+
+Subcommands register themselves (``register(subparsers)``) from the package
+that owns them; heavy imports (torch) happen only inside the subcommand that
+needs them, so the live path never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable, Sequence
+
+#: (module, register function) for every subcommand, in --help order.
+SUBCOMMANDS: list[tuple[str, str]] = [
+    ("cortexcast.launcher", "register_demo"),
+    ("cortexcast.launcher", "register_up"),
+    ("cortexcast.process_commands", "register_daq"),
+    ("cortexcast.process_commands", "register_decoder"),
+    ("display.cli", "register"),
+    ("stream.record_cli", "register_record"),
+    ("stream.record_cli", "register_replay"),
+    ("cortexcast.simulate", "register"),
+    ("decoder.cli", "register_train"),
+    ("decoder.cli", "register_evaluate"),
+    ("decoder.cli", "register_reconstruct"),
+    ("cortexcast.bench", "register"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="cortexcast",
+        description="Live reconstruction of what a mouse sees from two-photon imaging of V1.",
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module, name in SUBCOMMANDS:
+        register: Callable[[argparse._SubParsersAction], None] = getattr(
+            importlib.import_module(module), name)
+        register(sub)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean 'the user's input is wrong': printed, not traced."""
+    from cortexcast.config import ConfigError
+    from daq.source import AcquisitionError
+    from decoder.rois import ROIError
+    from stream.pubsub import StreamError
+
+    errors: list[type[BaseException]] = [ConfigError, AcquisitionError, ROIError, StreamError,
+                                         FileNotFoundError]
+    for module, name in (("decoder.model_card", "ModelError"), ("decoder.dataset", "DatasetError")):
+        try:
+            errors.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.getLogger().setLevel(args.log_level.upper())
+    try:
+        return int(args.func(args) or 0)
+    except _user_errors() as exc:
+        print(f"cortexcast {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

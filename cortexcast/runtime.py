@@ -1,0 +1,69 @@
+"""Small helpers every process wrapper shares: signals, stats files, logging."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class Stop(Exception):
+    """Raised in the main thread by SIGTERM/SIGINT so loops unwind and clean up."""
+
+
+def install_stop_signals() -> None:
+    """Turn SIGTERM and SIGINT into :class:`Stop` (raised wherever the main thread is)."""
+
+    def _raise(signum: int, _frame: object) -> None:
+        raise Stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, _raise)
+    signal.signal(signal.SIGINT, _raise)
+
+
+def ignore_stop_signals() -> None:
+    """During cleanup a second Ctrl-C must not interrupt writing the stats file."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
+    """Write JSON via a temp file + rename, so a reader never sees half a file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=p.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2, default=_json_default)
+    os.replace(tmp, p)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def percentiles_ms(samples_ns: list[int] | np.ndarray) -> dict[str, float | int]:
+    """p50/p99/max (ms) and count of a list of nanosecond durations."""
+    a = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    if a.size == 0:
+        return {"n": 0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+    return {"n": int(a.size), "p50": float(np.percentile(a, 50)),
+            "p99": float(np.percentile(a, 99)), "max": float(a.max())}
+
+
+def setup_logging(name: str, level: str = "INFO") -> logging.Logger:
+    logging.basicConfig(
+        stream=sys.stderr, level=getattr(logging, level.upper(), logging.INFO),
+        format=f"%(asctime)s {name} %(levelname)s %(message)s", datefmt="%H:%M:%S",
+    )
+    return logging.getLogger(name)

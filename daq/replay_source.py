@@ -1,0 +1,214 @@
+"""The ``replay`` acquisition backend: a recording played back as daq events.
+
+A recording of the ``frames`` / ``sync`` / ``stimulus`` topics (made with
+``cortexcast record``) turns back into the events a live source yields, mapped
+as in the topic table of docs/CONTRACTS.md:
+
+* ``frame``    -> :class:`ImagingFrame` (index = meta ``imaging_frame``, t = ``t_acq``,
+  pixels = the array, the other meta keys kept in ``meta``);
+* ``sync``     -> :class:`SyncEvent` (``imaging_frame``, ``stim_frame``, ``t_flip``,
+  ``behavior`` from meta; the optional array is the photodiode trace);
+* ``stimulus`` -> :class:`StimulusFrame` (index = ``stim_frame``, ``clip``, ``clip_frame``).
+
+Paced, it yields each event at its recorded time (relative, scaled by
+``speed``, absolute deadlines: no drift); unpaced, as fast as the consumer
+takes them. With ``loop`` it starts again at the end, shifting frame indices
+and times so the stream stays monotonic, like a sim that runs on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from daq.source import AcquisitionError, Event, ImagingFrame, StimulusFrame, SyncEvent
+from stream.message import Message
+from stream.recording import RecordingError, RecordingReader
+from stream.replay import Clock, Pacer, loop_period, timeline
+
+log = logging.getLogger(__name__)
+
+TOPICS = ("frames", "sync", "stimulus")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplaySourceSettings:
+    """Settings of the replay backend (e.g. a ``[daq.replay]`` table)."""
+
+    recording: str = ""
+    """Recording file with ``frames``/``sync``/``stimulus`` messages."""
+    paced: bool = True
+    """Yield events at the recorded pace (False: as fast as possible)."""
+    speed: float = 1.0
+    """Pace as a multiple of the recorded pace."""
+    clock: Clock = "recv"
+    """Pace by the recorder's receive times (``recv``) or by ``t_acq``."""
+    loop: bool = False
+    """Start again at the end (indices and times keep increasing)."""
+
+    def __post_init__(self) -> None:
+        if not self.speed > 0:
+            raise ValueError(f"speed must be > 0, got {self.speed}")
+
+
+def message_to_event(msg: Message) -> Event | None:
+    """The daq event a recorded message stands for; None for other kinds.
+
+    Raises KeyError, IndexError, TypeError or ValueError when a message lacks
+    what its kind needs.
+    """
+    meta = msg.meta
+    if msg.kind == "frame":
+        rest = {k: v for k, v in meta.items() if k != "imaging_frame"}
+        return ImagingFrame(int(meta["imaging_frame"]), msg.t_acq, msg.arrays[0], rest)
+    if msg.kind == "sync":
+        t_flip = meta.get("t_flip")
+        return SyncEvent(
+            imaging_frame=int(meta["imaging_frame"]), t=msg.t_acq,
+            stim_frame=int(meta.get("stim_frame", -1)),
+            t_flip=None if t_flip is None else float(t_flip),
+            photodiode=msg.arrays[0] if msg.arrays else None,
+            behavior={str(k): float(v) for k, v in (meta.get("behavior") or {}).items()})
+    if msg.kind == "stimulus":
+        return StimulusFrame(int(meta["stim_frame"]), msg.t_acq, msg.arrays[0],
+                             str(meta.get("clip", "")), int(meta.get("clip_frame", 0)))
+    return None
+
+
+def _shifted(event: Event, frames: int, stims: int, dt: float) -> Event:
+    """``event`` moved on by ``frames`` imaging frames, ``stims`` stimulus frames, ``dt`` s."""
+    if isinstance(event, ImagingFrame):
+        return dataclasses.replace(event, index=event.index + frames, t=event.t + dt)
+    if isinstance(event, StimulusFrame):
+        return dataclasses.replace(event, index=event.index + stims, t=event.t + dt)
+    return dataclasses.replace(
+        event, imaging_frame=event.imaging_frame + frames, t=event.t + dt,
+        stim_frame=event.stim_frame + stims if event.stim_frame >= 0 else -1,
+        t_flip=None if event.t_flip is None else event.t_flip + dt)
+
+
+class ReplaySource:
+    """An :class:`~daq.source.AcquisitionSource` that plays a recording back.
+
+    ``monotonic``/``sleep`` are injectable for tests. Messages that do not map
+    to an event are skipped and counted in ``skipped``. With ``loop``, the
+    first of ``topics`` sets the rhythm across the seam (one frame interval).
+    """
+
+    def __init__(self, recording: str | Path, *, paced: bool = True, speed: float = 1.0,
+                 clock: Clock = "recv", loop: bool = False, topics: Sequence[str] = TOPICS,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if not speed > 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
+        self.path = Path(recording)
+        self.paced, self.speed, self.clock, self.loop = paced, speed, clock, loop
+        self.topics = tuple(topics)
+        self._monotonic, self._sleep = monotonic, sleep
+        self._reader: RecordingReader | None = None
+        self._closed = False
+        self.skipped = 0
+        self.yielded = 0
+
+    @classmethod
+    def from_settings(cls, settings: ReplaySourceSettings, **kwargs: object) -> ReplaySource:
+        """Build one from its settings dataclass (``kwargs`` pass clock/sleep on)."""
+        return cls(settings.recording, paced=settings.paced, speed=settings.speed,
+                   clock=settings.clock, loop=settings.loop, **kwargs)  # type: ignore[arg-type]
+
+    def open(self) -> RecordingReader:
+        """Open the recording (``__enter__`` does); AcquisitionError if it cannot be read."""
+        if self._reader is None:
+            try:
+                self._reader = RecordingReader(self.path)
+            except RecordingError as exc:
+                raise AcquisitionError(f"replay source: {exc}") from exc
+            self._closed = False
+        return self._reader
+
+    def close(self) -> None:
+        """Stop :meth:`events` and close the recording (idempotent)."""
+        self._closed = True
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def __enter__(self) -> ReplaySource:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def events(self) -> Iterator[Event]:
+        """Yield the recording's events in recorded order, until its end or :meth:`close`."""
+        reader = self.open()
+        indices = reader.select(self.topics)
+        t = timeline(reader, indices, self.clock)
+        rhythm = reader.select(self.topics[:1])  # loop at the imaging rhythm (frames)
+        rhythm = rhythm if len(rhythm) > 1 else indices
+        period = loop_period(timeline(reader, rhythm, self.clock))
+        t_acq_period = loop_period(timeline(reader, rhythm, "t_acq"))
+        pacer = Pacer(self.speed if self.paced else None, clock=self._monotonic,
+                      sleep=self._sleep, should_stop=lambda: self._closed)
+        frames = np.array([np.inf, -np.inf])  # min and max imaging frame seen (first pass)
+        stims = np.array([np.inf, -np.inf])
+        n_pass = 0
+        pacer.start()
+        while len(indices) and not self._closed:
+            for i, t_i in zip(indices, t, strict=True):
+                if self._closed:  # closed between two events
+                    return
+                event = self._event(reader, int(i))
+                if event is None:
+                    continue
+                if n_pass == 0:
+                    _track(event, frames, stims)
+                else:
+                    event = _shifted(event, n_pass * _span(frames), n_pass * _span(stims),
+                                     n_pass * t_acq_period)
+                if not pacer.wait(float(t_i) + n_pass * period):
+                    return
+                self.yielded += 1
+                yield event
+            n_pass += 1
+            if not self.loop:
+                return
+
+    def _event(self, reader: RecordingReader, i: int) -> Event | None:
+        try:
+            msg = reader.message(i)
+        except RecordingError as exc:
+            raise AcquisitionError(f"replay source: {exc}") from exc
+        try:
+            return message_to_event(msg)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            if not self.skipped:
+                log.warning("%s: skipping a %s message that maps to no event (%r); further ones "
+                            "are counted, not logged", self.path, msg.kind, exc)
+            self.skipped += 1
+            return None
+
+
+def _track(event: Event, frames: np.ndarray, stims: np.ndarray) -> None:
+    """Widen the [min, max] ranges of imaging and stimulus frame indices by ``event``'s."""
+    if isinstance(event, ImagingFrame):
+        f, s = event.index, -1
+    elif isinstance(event, SyncEvent):
+        f, s = event.imaging_frame, event.stim_frame
+    else:
+        f, s = -1, event.index
+    if f >= 0:
+        frames[:] = min(frames[0], f), max(frames[1], f)
+    if s >= 0:
+        stims[:] = min(stims[0], s), max(stims[1], s)
+
+
+def _span(r: np.ndarray) -> int:
+    """Number of indices in the range [min, max] (0 if nothing was seen)."""
+    return int(r[1] - r[0] + 1) if np.isfinite(r).all() else 0

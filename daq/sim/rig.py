@@ -1,0 +1,265 @@
+"""The simulated two-photon rig: an :class:`daq.source.AcquisitionSource` like a real one.
+
+Per imaging frame ``i`` (rig time ``t = i / imaging_rate_hz``) it yields, in
+order: the :class:`StimulusFrame` (s) whose on-screen onset is at or before
+the middle of the frame (global, increasing indices), the
+:class:`ImagingFrame` (uint16 pixels), and the :class:`SyncEvent` saying
+which stimulus frame was on screen then, when it appeared (``t_flip``, the
+onset the photodiode sees), the photodiode trace during the frame and the
+mouse's behaviour.
+
+Stimulus frame ``j`` appears at ``monitor_delay_s + j / stim_rate_hz``. With
+``clips`` the rig plays them back to back and stops after the last frame has
+left the screen; without, it plays an endless movie from the ``images``
+pool. ``paced`` sleeps until each frame's absolute deadline (no drift);
+otherwise frames come as fast as they are computed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from daq.sim.behavior import BehaviorModel
+from daq.sim.layout import Layout, build_layout
+from daq.sim.meta import load_mouse
+from daq.sim.microscope import Microscope
+from daq.sim.neurons import (FilterBank, NeuralState, Population, calibrate, coverage_mask,
+                             make_population, retinotopy)
+from daq.sim.settings import SimSettings
+from daq.sim.stimulus import STIM_SHAPE, MovieGenerator, load_pool
+from daq.source import AcquisitionError, Event, ImagingFrame, StimulusFrame, SyncEvent
+
+# Stream tags: which part of the animal / session a random generator draws.
+_LAYOUT, _RF, _POP, _CAL, _SCOPE = 1, 2, 3, 4, 5
+_MOVIE, _BEHAVIOR, _SPIKES, _SCOPE_SESSION, _PHOTODIODE = 11, 12, 13, 14, 15
+CALIBRATION_FRAMES = 240
+PHOTODIODE_LOW_V, PHOTODIODE_HIGH_V = 0.05, 1.2
+
+
+class Pacer:
+    """Absolute deadlines on a monotonic clock: frame ``i`` is due ``(i + 1) / rate`` after start.
+
+    Lateness never accumulates: a late frame is followed by frames due at
+    their original times. ``clock`` returns nanoseconds; ``sleep`` takes
+    seconds (both injectable for tests).
+    """
+
+    def __init__(self, rate_hz: float, clock: Callable[[], int] = time.monotonic_ns,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if rate_hz <= 0:
+            raise ValueError("rate_hz must be > 0")
+        self.period_ns = 1e9 / rate_hz
+        self.clock = clock
+        self.sleep = sleep
+        self.t0_ns = clock()
+
+    def start(self) -> None:
+        self.t0_ns = self.clock()
+
+    def due(self, i: int) -> int:
+        """Monotonic ns at which frame ``i`` is complete."""
+        return self.t0_ns + round((i + 1) * self.period_ns)
+
+    def wait(self, i: int) -> int:
+        """Sleep until frame ``i`` is due; returns its deadline (ns)."""
+        deadline = self.due(i)
+        left = deadline - self.clock()
+        if left > 0:
+            self.sleep(left / 1e9)
+        return deadline
+
+
+def _rng(*key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(list(key)))
+
+
+def _check_clips(clips: Sequence[np.ndarray]) -> list[np.ndarray]:
+    out = []
+    for k, c in enumerate(clips):
+        a = np.asarray(c)
+        if a.ndim != 3 or a.shape[1:] != STIM_SHAPE or a.shape[0] < 1:
+            raise ValueError(f"clip {k} must be (T, 36, 64) with T >= 1, got {a.shape}")
+        if a.dtype != np.uint8:
+            raise ValueError(f"clip {k} must be uint8, got {a.dtype}")
+        out.append(a)
+    if not out:
+        raise ValueError("clips is empty; pass None for an endless generated movie")
+    return out
+
+
+class SimulatedRig:
+    """A seeded two-photon microscope over mouse V1 while the mouse watches movies."""
+
+    def __init__(self, settings: SimSettings = SimSettings(),
+                 clips: Sequence[np.ndarray] | None = None) -> None:
+        s = settings
+        self.settings = s
+        self.clips = None if clips is None else _check_clips(clips)
+        self.meta = load_mouse(s.mouse)
+        self.dt = 1.0 / s.imaging_rate_hz
+        self.latency_frames = int(round(s.latency_s * s.imaging_rate_hz))
+        animal = (s.seed, s.mouse_index)
+        self.layout: Layout = build_layout(self.meta, s.n_neurons,
+                                           (s.frame_height, s.frame_width),
+                                           s.soma_diameter_um, _rng(*animal, _LAYOUT))
+        self.bank = FilterBank()
+        src = self.layout.source_index
+        rf_yx = retinotopy(self.layout.coords_um, self.meta.coords, _rng(*animal, _RF))
+        pop = make_population(
+            self.bank, rf_yx, self.meta.resp_mean[src], self.meta.resp_std[src],
+            mean_rate_hz=s.mean_rate_hz, running_gain=s.running_gain,
+            shared_variability=s.shared_variability, dff_per_spike=s.dff_per_spike,
+            dt=self.dt, rng=_rng(*animal, _POP))
+        calib = MovieGenerator(load_pool("all"), _rng(*animal, _CAL), 30.0, s.scene_min_s,
+                               s.scene_max_s, self.meta.video_mean, self.meta.video_std)
+        self.population: Population = calibrate(pop, self.bank, calib.clip(CALIBRATION_FRAMES),
+                                                self.latency_frames)
+        self._scope_animal_key = (*animal, _SCOPE)
+        self._images = load_pool(s.images) if self.clips is None else ()
+        self._gray = self.bank(np.full(STIM_SHAPE, round(self.meta.video_mean), np.uint8)).copy()
+        self._closed = False
+        self._rois = None
+        self._truth: dict[str, np.ndarray] = {}
+        self.microscope = self._new_microscope()
+
+    # ------------------------------------------------------------------ interface
+    def __enter__(self) -> "SimulatedRig":
+        self._closed = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._closed = True
+
+    @property
+    def n_neurons(self) -> int:
+        return self.layout.n_neurons
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return self.layout.frame_shape
+
+    @property
+    def truth(self) -> dict[str, np.ndarray]:
+        """Ground truth of the last imaging frame yielded: ``dff``, ``calcium``, ``spikes``,
+        ``rate`` (Hz), each (N,), in ROI order."""
+        return self._truth
+
+    def rois(self):  # -> decoder.rois.ROISet
+        """The ground-truth footprints as an ROISet (same neuron order as everything else)."""
+        if self._rois is None:
+            from decoder.rois import from_masks
+
+            fp = self.layout.footprints
+            h, w = self.frame_shape
+            sums = np.asarray(fp.sum(axis=1)).ravel()
+            masks = sp.csr_matrix(sp.diags(1.0 / sums) @ fp, dtype=np.float32)
+            y, x = np.divmod(masks.indices, w)
+            rows = np.repeat(np.arange(masks.shape[0]), np.diff(masks.indptr))
+            cy = np.bincount(rows, masks.data * y, minlength=masks.shape[0])
+            cx = np.bincount(rows, masks.data * x, minlength=masks.shape[0])
+            self._rois = from_masks(masks, (h, w), np.stack([cy, cx], 1).astype(np.float32))
+        return self._rois
+
+    def eval_mask(self) -> np.ndarray:
+        """36×64 bool: where the neurons' receptive fields lie."""
+        return coverage_mask(self.population)
+
+    # ------------------------------------------------------------------ the session
+    def _new_microscope(self) -> Microscope:
+        s = self.settings
+        return Microscope(s, self.layout, _rng(*self._scope_animal_key),
+                          _rng(s.session_seed, s.seed, s.mouse_index, _SCOPE_SESSION))
+
+    def _stimuli(self) -> Iterator[tuple[np.ndarray, str, int]]:
+        if self.clips is not None:
+            for k, clip in enumerate(self.clips):
+                for f in range(clip.shape[0]):
+                    yield clip[f], str(k), f
+            return
+        s = self.settings
+        movie = MovieGenerator(self._images, _rng(s.session_seed, _MOVIE), s.stim_rate_hz,
+                               s.scene_min_s, s.scene_max_s, self.meta.video_mean,
+                               self.meta.video_std)
+        while True:
+            pixels, name, k = movie.next_frame()
+            yield pixels, f"{name}#{movie.scene_count}", k
+
+    def events(self) -> Iterator[Event]:
+        """Yield events until ``duration_s`` has passed, the clips have ended, or closed.
+
+        Each call starts the session afresh (same seeds: the same events).
+        """
+        try:
+            yield from self._events()
+        except (ValueError, FloatingPointError, MemoryError) as exc:
+            raise AcquisitionError(f"simulated rig failed: {exc}") from exc
+
+    def _events(self) -> Iterator[Event]:
+        s = self.settings
+        key = (s.session_seed, s.seed, s.mouse_index)
+        behavior = BehaviorModel(self.meta, self.dt, _rng(*key, _BEHAVIOR))
+        spikes_rng = _rng(*key, _SPIKES)
+        pd_rng = _rng(*key, _PHOTODIODE)
+        state = NeuralState(self.population, self.latency_frames)
+        scope = self.microscope = self._new_microscope()
+        stimuli = self._stimuli()
+        n_stim = None if self.clips is None else sum(c.shape[0] for c in self.clips)
+        max_frames = None if s.duration_s is None else max(1, round(s.duration_s / self.dt))
+        period = 1.0 / s.stim_rate_hz
+        decay = math.exp(-self.dt / s.calcium_decay_s)
+        rise = 1.0 - math.exp(-self.dt / s.calcium_rise_s)
+        k_pd = s.photodiode_samples
+        pd_phase = (np.arange(k_pd) + 0.5) / k_pd * self.dt
+        drive = self._gray
+        shown = -1  # stimulus frame on screen
+        nxt = 0  # next stimulus frame to show
+        pacer = Pacer(s.imaging_rate_hz) if s.paced else None
+        i = 0
+        while not self._closed and (max_frames is None or i < max_frames):
+            t = i * self.dt
+            mid = t + self.dt / 2
+            new: list[StimulusFrame] = []
+            acc = None
+            while (n_stim is None or nxt < n_stim) and s.monitor_delay_s + nxt * period <= mid:
+                pixels, clip, clip_frame = next(stimuli)
+                new.append(StimulusFrame(nxt, s.monitor_delay_s + nxt * period, pixels,
+                                         clip, clip_frame))
+                out = self.bank(pixels)
+                acc = out.copy() if acc is None else acc + out
+                shown = nxt
+                nxt += 1
+            if n_stim is not None and nxt >= n_stim and (
+                    shown < 0 or s.monitor_delay_s + (shown + 1) * period <= mid):
+                return  # the last clip frame has left the screen
+            if acc is not None:
+                drive = acc / len(new) if len(new) > 1 else acc
+            beh = behavior.step()
+            state.step(drive, beh.run_state, beh.pupil_z, beh.latent, self.dt, decay, rise,
+                       spikes_rng)
+            pixels = scope.render(t, self.dt, state.dff, beh.run_state)
+            # photodiode: square wave toggled by every flip, seen after the monitor delay
+            on = np.floor((t + pd_phase - s.monitor_delay_s) / period).astype(np.int64)
+            if n_stim is not None:
+                on = np.minimum(on, n_stim - 1)
+            level = np.where(on < 0, PHOTODIODE_LOW_V,
+                             np.where(on % 2 == 0, PHOTODIODE_HIGH_V, PHOTODIODE_LOW_V))
+            pd = (level + pd_rng.normal(0.0, s.photodiode_noise_v, k_pd)).astype(np.float32)
+            t_mono = pacer.wait(i) if pacer is not None else time.monotonic_ns()
+            if self._closed:
+                return
+            self._truth = {"dff": state.dff.copy(), "calcium": state.calcium.copy(),
+                           "spikes": state.spikes, "rate": state.rate}
+            yield from new
+            yield ImagingFrame(i, t, pixels, {"t_mono_ns": int(t_mono), "shift": scope.shift})
+            yield SyncEvent(i, t, shown,
+                            t_flip=None if shown < 0 else s.monitor_delay_s + shown * period,
+                            photodiode=pd, behavior=beh.as_dict())
+            i += 1

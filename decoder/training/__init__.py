@@ -1,0 +1,1 @@
+"""Training helpers for ``cortexcast train`` (torch lives in model.py and windows.py only)."""

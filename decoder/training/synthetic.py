@@ -1,0 +1,119 @@
+"""Stand-ins for tests and smoke runs: a tiny dataset and a random linear model.
+
+:func:`write_synthetic_dataset` writes a tiny linear-Gaussian dataset in the
+Sensorium 2023 layout; :func:`write_linear_model` an ONNX model with its card,
+made without torch.
+
+The dataset is not the simulator (``cortexcast simulate`` is): a smooth random movie, neurons
+with Gaussian receptive fields in the centre of the screen whose response at
+frame t is a noisy linear function of the movie at frame ``t - delay``. Small
+enough to train on in seconds, and decodable only where the fields lie.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+DEFAULT_TIERS = {"train": 16, "oracle": 3, "final_test_main": 3, "live_test_main": 2}
+
+
+def write_synthetic_dataset(
+    root: str | Path, *, neurons: int = 60, tiers: dict[str, int] | None = None,
+    length: int = 80, padded: int = 100, delay: int = 2, noise: float = 0.3,
+    withheld: tuple[str, ...] = ("live_test_main",), statistics: bool = False,
+    eval_mask: bool = False, seed: int = 0, height: int = 36, width: int = 64,
+) -> Path:
+    """Write the folder; trials of ``withheld`` tiers get no response files."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for sub in ("data/videos", "data/responses", "data/behavior", "data/pupil_center",
+                "meta/trials", "meta/neurons"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:height, 0:width]
+    cy = rng.uniform(height * 0.25, height * 0.75, neurons)
+    cx = rng.uniform(width * 0.25, width * 0.75, neurons)
+    rf = np.exp(-((yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2)
+                / (2 * 4.0**2))
+    rf *= rng.choice([-1.0, 1.0], neurons)[:, None, None]
+    rf /= np.linalg.norm(rf.reshape(neurons, -1), axis=1)[:, None, None]
+    rf_flat = rf.reshape(neurons, -1)
+    tier_list = [t for t, n in (tiers or DEFAULT_TIERS).items() for _ in range(n)]
+    order = rng.permutation(len(tier_list))  # trial ids carry no time order
+    tier_names = np.asarray([tier_list[i] for i in order])
+    all_resp = []
+    for tid, tier in enumerate(tier_names):
+        movie = gaussian_filter(rng.standard_normal((length + delay, height, width)), (2, 4, 4))
+        movie = np.clip(80 + 50 * (movie - movie.mean()) / movie.std(), 0, 255)
+        drive = ((movie - 80) / 50).reshape(length + delay, -1) @ rf_flat.T  # (T + d, N)
+        video = np.full((height, width, padded), np.nan, np.float32)
+        video[:, :, :length] = np.moveaxis(movie[delay:], 0, -1)
+        # response at t reflects the movie at t - delay (movie[delay:] is the video)
+        resp = 1.0 + 2.0 * drive[:length] + noise * rng.standard_normal((length, neurons))
+        np.save(root / f"data/videos/{tid}.npy", video)
+        full = np.full((neurons, padded), np.nan, np.float32)
+        full[:, :length] = resp.T
+        if tier not in withheld:
+            np.save(root / f"data/responses/{tid}.npy", full)
+            all_resp.append(resp)
+        for kind in ("behavior", "pupil_center"):
+            b = np.full((2, padded), np.nan, np.float32)
+            b[:, :length] = rng.normal(size=(2, length))
+            np.save(root / f"data/{kind}/{tid}.npy", b)
+    np.save(root / "meta/trials/tiers.npy", tier_names)
+    np.save(root / "meta/neurons/unit_ids.npy", np.arange(neurons))
+    coords = np.stack([cx * 10, cy * 10, rng.uniform(200, 400, neurons)], 1)
+    np.save(root / "meta/neurons/cell_motor_coordinates.npy", coords.astype(np.float32))
+    if statistics and all_resp:
+        r = np.concatenate(all_resp)
+        for var, mean, std in (("responses", r.mean(0), r.std(0)),
+                               ("videos", np.float32(80), np.float32(50))):
+            d = root / "meta/statistics" / var / "all"
+            d.mkdir(parents=True, exist_ok=True)
+            np.save(d / "mean.npy", np.asarray(mean, np.float32))
+            np.save(d / "std.npy", np.asarray(std, np.float32))
+    if eval_mask:
+        np.save(root / "eval_mask.npy", np.abs(rf).sum(0) > 0.05 * np.abs(rf).sum(0).max())
+    return root
+
+
+def write_linear_model(path: str | Path, *, neurons: int, window: int = 10, lag: int = 5,
+                       height: int = 36, width: int = 64, seed: int = 0,
+                       card_neurons: int | None = None) -> Path:
+    """A random linear ONNX model (window -> frame) with its card, without torch.
+
+    A stand-in for a trained model where only the plumbing matters (timing,
+    errors, streaming). ``card_neurons`` writes a deliberately wrong card.
+    Needs the ``onnx`` package (a dev/train extra).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from decoder.model_card import ModelCard, save_card
+
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0, 1.0 / np.sqrt(window * neurons), (window * neurons, height * width))
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["activity", "flat_shape"], ["flat"]),
+         helper.make_node("MatMul", ["flat", "weight"], ["mm"]),
+         helper.make_node("Add", ["mm", "bias"], ["lin"]),
+         helper.make_node("Reshape", ["lin", "frame_shape"], ["frame"])],
+        "linear_window_decoder",
+        [helper.make_tensor_value_info("activity", TensorProto.FLOAT, [1, window, neurons])],
+        [helper.make_tensor_value_info("frame", TensorProto.FLOAT, [1, height, width])],
+        [numpy_helper.from_array(np.array([1, window * neurons], np.int64), "flat_shape"),
+         numpy_helper.from_array(w.astype(np.float32), "weight"),
+         numpy_helper.from_array(np.full(height * width, 80.0, np.float32), "bias"),
+         numpy_helper.from_array(np.array([1, height, width], np.int64), "frame_shape")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    save_card(ModelCard(neurons=card_neurons or neurons, window=window, lag=lag, height=height,
+                        width=width, method="random linear (test stand-in)"), path)
+    return path

@@ -1,0 +1,8 @@
+"""``python -m display``: the display process without the cortexcast front end."""
+
+import sys
+
+from display.cli import main
+
+if __name__ == "__main__":  # not when a spawned worker re-imports the main module
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""``cortexcast record`` and ``cortexcast replay``: thin loops around the recording format.
+
+``record`` subscribes to any set of streams and appends every message, as
+received, to a recording (:mod:`stream.recording`); ``replay`` publishes a
+recording again (:mod:`stream.replay`). ``cortexcast/cli.py`` adds them with
+:func:`register_record` and :func:`register_replay`; ``python -m
+stream.record_cli record|replay ...`` runs them on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from cortexcast.config import ConfigError, load_settings
+from cortexcast.runtime import setup_logging, write_json_atomic
+from stream.message import Message, encode
+from stream.pubsub import Publisher, StreamError, Subscriber
+from stream.recording import RecordingError, RecordingReader, RecordingWriter
+from stream.replay import Replayer, ReplaySettings, ReplayStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RecordSettings:
+    """Settings of the ``record`` process (TOML table ``[record]``)."""
+
+    endpoints: tuple[str, ...] = ("tcp://127.0.0.1:5555",)
+    """Endpoints to subscribe to (connect)."""
+    topics: tuple[str, ...] = ("frames", "sync", "stimulus")
+    """Topics to record (ZeroMQ prefix match: ``""`` records every topic)."""
+    out: str = ""
+    """Recording file to create (its index goes to ``<out>.idx``)."""
+    duration_s: float | None = None
+    """Stop after this many seconds (None: run until SIGINT/SIGTERM)."""
+    fsync_s: float = 1.0
+    """Longest time between fsyncs (s); 0 syncs after every message."""
+    overwrite: bool = False
+    """Replace ``out`` if it exists (otherwise refuse)."""
+    hwm: int = 1000
+    """Receive high-water mark (messages queued before the publisher drops)."""
+    stats_out: str | None = None
+    """Write a JSON of the recording's counters here on exit."""
+
+    def __post_init__(self) -> None:
+        if not self.endpoints:
+            raise ValueError("record needs at least one endpoint")
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise ValueError(f"duration_s must be > 0, got {self.duration_s}")
+        if self.fsync_s < 0 or self.hwm < 1:
+            raise ValueError("fsync_s must be >= 0 and hwm >= 1")
+
+
+class RawSubscriber(Subscriber):
+    """A :class:`Subscriber` that also returns each message's raw frames and receive time."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._raw: dict[int, tuple[list[Any], int]] = {}
+
+    def __enter__(self) -> RawSubscriber:
+        return self
+
+    def _accept(self, frames: list[zmq.Frame]) -> Message | None:
+        t_recv = time.monotonic_ns()
+        msg = super()._accept(frames)
+        if msg is not None:
+            self._raw[id(msg)] = (frames, t_recv)
+        return msg
+
+    def recv_raw(self, timeout_s: float | None) -> tuple[Message, list[Any], int] | None:
+        """``(message, frames as received, receive monotonic ns)``, or None on timeout."""
+        msg = self.recv(timeout_s)
+        if msg is None:
+            return None
+        frames, t_recv = self._raw.pop(id(msg), (None, time.monotonic_ns()))
+        return msg, (encode(msg) if frames is None else frames), t_recv
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[Callable[[], bool]]:
+    """Within the block, SIGINT/SIGTERM set a flag (returned as a callable) instead of killing."""
+    flag = threading.Event()
+    old: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, lambda *_: flag.set())
+    try:
+        yield flag.is_set
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def record(settings: RecordSettings, *, should_stop: Callable[[], bool] | None = None,
+           context: zmq.Context | None = None) -> dict[str, Any]:
+    """Record until ``duration_s`` passes or ``should_stop()``; return a summary."""
+    stop = should_stop or (lambda: False)
+    if not settings.out:
+        raise RecordingError("no output file given (--out)")
+    t0 = time.monotonic()
+    end = None if settings.duration_s is None else t0 + settings.duration_s
+    with RawSubscriber(settings.endpoints, settings.topics, hwm=settings.hwm,
+                       context=context, name="record") as sub, \
+            RecordingWriter(settings.out, overwrite=settings.overwrite,
+                            fsync_s=settings.fsync_s) as writer:
+        log.info("recording %s from %s to %s", ",".join(settings.topics),
+                 " ".join(settings.endpoints), settings.out)
+        while not stop():
+            left = 0.1 if end is None else min(0.1, end - time.monotonic())
+            if left <= 0:
+                break
+            if (got := sub.recv_raw(left)) is not None:
+                writer.write(got[0], got[1], got[2])
+        for _ in range(settings.hwm):  # what had already arrived when we stopped
+            if (got := sub.recv_raw(0)) is None:
+                break
+            writer.write(got[0], got[1], got[2])
+        stats = sub.stats.as_dict()
+    return {"out": settings.out, "messages": dict(writer.per_topic), "total": writer.count,
+            "bytes": writer.bytes_written, "elapsed_s": time.monotonic() - t0,
+            "dropped": stats["dropped"], "total_dropped": stats["total_dropped"],
+            "bad": stats["bad"]}
+
+
+def replay(settings: ReplaySettings, *, should_stop: Callable[[], bool] | None = None,
+           context: zmq.Context | None = None) -> dict[str, Any]:
+    """Publish ``settings.recording`` on ``settings.to``; return a summary."""
+    stop = should_stop or (lambda: False)
+    if not settings.recording:
+        raise RecordingError("no recording given")
+    with RecordingReader(settings.recording) as reader, \
+            Publisher(settings.to, settings.source, hwm=settings.hwm, context=context) as pub:
+        topics = settings.topics or reader.topics
+        if settings.wait_subscribers:
+            want = {t: settings.wait_subscribers for t in topics}
+            deadline = time.monotonic() + settings.wait_timeout_s
+            while not pub.wait_for_subscribers(want, 0.1):
+                if stop():
+                    return {"recording": settings.recording, "to": settings.to,
+                            **ReplayStats(stopped=True).as_dict()}
+                if time.monotonic() > deadline:
+                    raise StreamError(f"fewer than {settings.wait_subscribers} subscriber(s) "
+                                      f"on {pub.address} after {settings.wait_timeout_s} s")
+        log.info("replaying %d messages (%s) from %s on %s", len(reader.select(topics)),
+                 ",".join(topics), settings.recording, pub.address)
+        replayer = Replayer(settings, pub.send, idle=pub.heartbeat_if_due, should_stop=stop)
+        stats = replayer.run(reader).as_dict()
+        end = time.monotonic() + settings.linger_s
+        while not stop() and time.monotonic() < end:  # let queued messages leave
+            pub.heartbeat_if_due()
+            time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+    return {"recording": settings.recording, "to": settings.to, **stats}
+
+
+# -- command line ---------------------------------------------------------------
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _finish(summary: dict[str, Any], stats_out: str | None) -> None:
+    """Print a human summary (and write the JSON one to ``stats_out``)."""
+    if stats_out:
+        write_json_atomic(stats_out, summary)
+    if "out" in summary:
+        print(f"recorded {summary['total']} messages, {summary['bytes'] / 1e6:.1f} MB, "
+              f"{summary['elapsed_s']:.1f} s -> {summary['out']}")
+        counts = summary["messages"]
+    else:
+        print(f"replayed {summary['total']} messages from {summary['recording']} on "
+              f"{summary['to']}: {summary['passes']} pass(es), {summary['elapsed_s']:.1f} s, "
+              f"max lateness {summary['max_late_s'] * 1e3:.1f} ms")
+        counts = summary["sent"]
+    print("  " + ("  ".join(f"{t}: {n}" for t, n in counts.items()) or "(none)"))
+    if "out" in summary:
+        drops = ", ".join(f"{k} {n}" for k, n in summary["dropped"].items() if n) or "none"
+        bad = ", ".join(f"{k} {n}" for k, n in summary["bad"].items()) or "none"
+        print(f"  drops (sequence gaps): {summary['total_dropped']} ({drops}); "
+              f"bad messages: {bad}")
+
+
+def _fail(name: str, exc: Exception, code: int) -> int:
+    print(f"cortexcast {name}: error: {exc}", file=sys.stderr)
+    return code
+
+
+def run_record(args: argparse.Namespace) -> int:
+    """Entry point of ``cortexcast record``."""
+    setup_logging("record")
+    overrides = {"endpoints": args.endpoints, "topics": args.topics, "out": args.out,
+                 "duration_s": args.duration, "fsync_s": args.fsync, "overwrite": args.overwrite,
+                 "hwm": args.hwm, "stats_out": args.stats_out}
+    try:
+        settings = load_settings(RecordSettings, args.config, "record", overrides)
+    except ConfigError as exc:
+        return _fail("record", exc, 2)
+    with stop_on_signals() as stopped:
+        try:
+            summary = record(settings, should_stop=stopped)
+        except (RecordingError, StreamError) as exc:
+            return _fail("record", exc, 1)
+    _finish(summary, settings.stats_out)
+    return 0
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    """Entry point of ``cortexcast replay``."""
+    setup_logging("replay")
+    overrides = {"recording": args.file, "to": args.to, "speed": args.speed,
+                 "fast": args.fast if args.speed is None else False,  # --speed beats config fast
+                 "topics": args.topics, "clock": args.clock,
+                 "loop": args.loop, "wait_subscribers": args.wait_subscribers,
+                 "wait_timeout_s": args.wait_timeout, "hwm": args.hwm,
+                 "linger_s": args.linger, "shift_stamps": args.shift_stamps,
+                 "stats_out": args.stats_out}
+    try:
+        settings = load_settings(ReplaySettings, args.config, "replay", overrides)
+    except ConfigError as exc:
+        return _fail("replay", exc, 2)
+    with stop_on_signals() as stopped:
+        try:
+            summary = replay(settings, should_stop=stopped)
+        except (RecordingError, StreamError) as exc:
+            return _fail("replay", exc, 1)
+    _finish(summary, settings.stats_out)
+    return 0
+
+
+def register_record(subparsers: Any) -> None:
+    """Add ``record`` to a ``cortexcast`` subparsers object."""
+    p = subparsers.add_parser(
+        "record", help="record streams to a crash-safe file",
+        description="Subscribe to streams and append every message, exactly as received, to a "
+                    "recording (FILE plus its index FILE.idx). A killed recorder loses at most "
+                    "the message it was writing. Stops on Ctrl-C/SIGTERM or after --duration "
+                    "and prints messages per topic, drops (sequence gaps) and bytes.")
+    p.add_argument("--from", dest="endpoints", action="append", metavar="ENDPOINT",
+                   help="endpoint to subscribe to; repeat for several (default from config, "
+                        "else tcp://127.0.0.1:5555)")
+    p.add_argument("--topics", type=_csv, metavar="T1,T2",
+                   help="comma-separated topics (prefix match; default frames,sync,stimulus)")
+    p.add_argument("--out", metavar="FILE", help="recording to create (required here or in config)")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace FILE if it exists")
+    p.add_argument("--fsync", type=float, metavar="S", help="seconds between fsyncs (default 1)")
+    p.add_argument("--hwm", type=int, metavar="N", help="receive high-water mark (default 1000)")
+    p.add_argument("--stats-out", metavar="JSON", help="write the summary here too")
+    p.add_argument("--config", metavar="TOML", help="config file; its [record] table is used")
+    p.set_defaults(func=run_record)
+
+
+def register_replay(subparsers: Any) -> None:
+    """Add ``replay`` to a ``cortexcast`` subparsers object."""
+    p = subparsers.add_parser(
+        "replay", help="publish a recording again",
+        description="Publish a recording's messages again, with their recorded topic, seq, "
+                    "source and stamps plus a replay.pub stamp, at the recorded pace (times "
+                    "relative to the first message, no drift) or as fast as possible.")
+    p.add_argument("file", nargs="?", metavar="FILE", help="recording to replay")
+    p.add_argument("--to", metavar="ENDPOINT",
+                   help="endpoint to bind and publish on (default tcp://127.0.0.1:5555)")
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, metavar="X",
+                      help="multiple of the recorded pace (default 1.0)")
+    pace.add_argument("--fast", action="store_true", default=None,
+                      help="as fast as possible, ignoring the recorded pace")
+    p.add_argument("--clock", choices=("recv", "t_acq"),
+                   help="pace by receive times (default) or by acquisition times")
+    p.add_argument("--topics", type=_csv, metavar="T1,T2",
+                   help="comma-separated topics to replay (exact; default all)")
+    p.add_argument("--loop", action="store_true", default=None, help="start again at the end")
+    p.add_argument("--wait-subscribers", type=int, metavar="N",
+                   help="first wait until each replayed topic has N subscribers")
+    p.add_argument("--wait-timeout", type=float, metavar="S",
+                   help="give up waiting for subscribers after S seconds (default 10)")
+    p.add_argument("--hwm", type=int, metavar="N", help="send high-water mark (default 1000)")
+    p.add_argument("--linger", type=float, metavar="S",
+                   help="keep the socket open S seconds after the end (default 0.5)")
+    p.add_argument("--shift-stamps", action="store_true", default=None,
+                   help="move recorded stamps to now, so downstream latencies stay meaningful")
+    p.add_argument("--stats-out", metavar="JSON", help="write the summary here too")
+    p.add_argument("--config", metavar="TOML", help="config file; its [replay] table is used")
+    p.set_defaults(func=run_replay)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m stream.record_cli record|replay ...`` (until cortexcast/cli.py has them)."""
+    parser = argparse.ArgumentParser(prog="python -m stream.record_cli")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register_record(sub)
+    register_replay(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Shared fixtures: sockets that close with linger=0 and bind to random loopback ports."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import zmq
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class _TrackingContext(zmq.Context):
+    """A context that keeps its sockets alive until teardown closes them (linger=0)."""
+
+    def socket(self, *args, **kwargs):  # type: ignore[override]
+        s = super().socket(*args, **kwargs)
+        self.__dict__.setdefault("_held", []).append(s)
+        return s
+
+
+@pytest.fixture
+def zmq_ctx() -> Iterator[zmq.Context]:
+    ctx = _TrackingContext()
+    yield ctx
+    for s in ctx.__dict__.get("_held", []):
+        s.close(linger=0)
+    ctx.term()
+
+
+@pytest.fixture
+def cli_env() -> dict[str, str]:
+    """Environment for running `python -m cortexcast` subprocesses from the checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+PYTHON = sys.executable
