@@ -113,7 +113,7 @@ def write_sim_config(run_dir: Path, *, model: str = "bundled", headless: bool = 
     The simulated animal is the one the model was trained on (its card says
     which); the movie comes from the held-out image pool.
     """
-    from decoder.model_card import load_card
+    from decoder.model_card import load_card, mask_path
     from decoder.process import resolve_model
     from decoder.rois import save_rois
     from daq.sim.rig import SimulatedRig
@@ -143,6 +143,8 @@ def write_sim_config(run_dir: Path, *, model: str = "bundled", headless: bool = 
         "display": {"stimulus_from": daq_ep, "reconstruction_from": dec_ep, "port": port,
                     "headless": headless, "save": save},
     }
+    if mask_path(resolve_model(model)).exists():
+        config["display"]["eval_mask"] = str(mask_path(resolve_model(model)))
     path = run_dir / "rig.toml"
     path.write_text(dumps(config))
     return path

@@ -12,8 +12,10 @@ Tiers: ``train`` (clips from the train image pool), ``oracle`` (a few other
 train-pool clips, each shown several times), ``live_test_main`` and
 ``final_test_main`` (clips from the held-out test image pool). Trials are
 shown in random order and numbered in another random order. Besides the
-layout, the folder holds ``rois.npz``, ``eval_mask.npy`` and ``sim.json``
-(the :class:`SimSettings` of the animal, to run it live).
+layout, the folder holds ``meta/trials/clip_ids.npy`` (which trials repeat
+one clip), ``meta/trials/images.npy`` (the images each trial showed,
+"+"-joined), ``rois.npz``, ``eval_mask.npy`` and ``sim.json`` (the
+:class:`SimSettings` of the animal, to run it live).
 """
 
 from __future__ import annotations
@@ -58,20 +60,23 @@ class DatasetPlan:
 
 
 def _clip_plan(plan: DatasetPlan, session_seed: int, frame_rate: float, meta
-               ) -> list[tuple[str, str, np.ndarray]]:
-    """(tier, clip id, clip) for every trial, in presentation order."""
+               ) -> list[tuple[str, str, np.ndarray, tuple[str, ...]]]:
+    """(tier, clip id, clip, images shown) for every trial, in presentation order."""
     from daq.sim.stimulus import make_clips
 
-    def clips(pool: str, n: int, tag: int) -> list[np.ndarray]:
-        return make_clips(pool, n, plan.frames, [session_seed, tag], frame_rate,
-                          video_mean=meta.video_mean, video_std=meta.video_std)
+    def clips(pool: str, n: int, tag: int) -> list[tuple[np.ndarray, tuple[str, ...]]]:
+        c, names = make_clips(pool, n, plan.frames, [session_seed, tag], frame_rate,
+                              video_mean=meta.video_mean, video_std=meta.video_std)
+        return list(zip(c, names))
 
-    trials: list[tuple[str, str, np.ndarray]] = []
-    trials += [("train", f"train-{k}", c) for k, c in enumerate(clips("train", plan.train, 101))]
-    for k, c in enumerate(clips("train", plan.oracle_clips, 102)):
-        trials += [("oracle", f"oracle-{k}", c)] * plan.oracle_repeats
+    trials: list[tuple[str, str, np.ndarray, tuple[str, ...]]] = []
+    trials += [("train", f"train-{k}", c, im)
+               for k, (c, im) in enumerate(clips("train", plan.train, 101))]
+    for k, (c, im) in enumerate(clips("train", plan.oracle_clips, 102)):
+        trials += [("oracle", f"oracle-{k}", c, im)] * plan.oracle_repeats
     for tier, tag in (("live_test_main", 103), ("final_test_main", 104)):
-        trials += [(tier, f"{tier}-{k}", c) for k, c in enumerate(clips("test", plan.test, tag))]
+        trials += [(tier, f"{tier}-{k}", c, im)
+                   for k, (c, im) in enumerate(clips("test", plan.test, tag))]
     order = np.random.default_rng([session_seed, 105]).permutation(len(trials))
     return [trials[i] for i in order]
 
@@ -123,10 +128,10 @@ def write_dataset(out: str | Path, settings, plan: DatasetPlan = DatasetPlan(),
     warm_frames = int(round(plan.warmup_s * settings.stim_rate_hz))
     warm = make_clips("train", 1, warm_frames, [settings.session_seed, 100],
                       settings.stim_rate_hz, video_mean=meta.video_mean,
-                      video_std=meta.video_std) if warm_frames else []
+                      video_std=meta.video_std)[0] if warm_frames else []
     log(f"simulate: building mouse {settings.mouse} (seed {settings.seed}): "
         f"{settings.n_neurons} neurons, {settings.frame_height}x{settings.frame_width} frames")
-    rig = SimulatedRig(settings, clips=warm + [c for _, _, c in trials])
+    rig = SimulatedRig(settings, clips=warm + [t[2] for t in trials])
     rois = rig.rois()
     extractor = ActivityExtractor(rois, settings.imaging_rate_hz)
     n, T = rig.n_neurons, plan.frames
@@ -135,26 +140,25 @@ def write_dataset(out: str | Path, settings, plan: DatasetPlan = DatasetPlan(),
         (root / "data" / sub).mkdir(parents=True, exist_ok=True)
     stats = _Stats()
 
-    cur = -1  # trial being filled (presentation position)
+    cur = 0  # trial being filled (presentation position)
     resp = np.zeros((n, T), np.float32)
     beh = np.zeros((2, T), np.float32)
     eye = np.zeros((2, T), np.float32)
     count = np.zeros(T, np.int64)
-    last_act = np.zeros(n, np.float32)
-    last_beh = np.zeros(2, np.float32)
-    last_eye = np.zeros(2, np.float32)
+    held = [np.zeros(n, np.float32), np.zeros(2, np.float32), np.zeros(2, np.float32)]
 
     def finish(pos: int) -> None:
-        tier, _, clip = trials[pos]
-        prev_r, prev_b, prev_e = last_act, last_beh, last_eye
-        for f in range(T):  # stimulus frames no imaging frame saw: hold the previous one
+        """Write trial ``pos`` and start the next one."""
+        tier, _, clip, _ = trials[pos]
+        prev = held
+        for f in range(T):  # a stimulus frame no imaging frame saw holds the previous one
             if count[f]:
                 resp[:, f] /= count[f]
                 beh[:, f] /= count[f]
                 eye[:, f] /= count[f]
-                prev_r, prev_b, prev_e = resp[:, f], beh[:, f], eye[:, f]
+                prev = [resp[:, f], beh[:, f], eye[:, f]]
             else:
-                resp[:, f], beh[:, f], eye[:, f] = prev_r, prev_b, prev_e
+                resp[:, f], beh[:, f], eye[:, f] = prev
         video = np.ascontiguousarray(clip.transpose(1, 2, 0), dtype=np.float32)
         tid = int(ids[pos])
         np.save(root / "data" / "videos" / f"{tid}.npy", video)
@@ -166,13 +170,15 @@ def write_dataset(out: str | Path, settings, plan: DatasetPlan = DatasetPlan(),
             stats.add("videos", video, axis=None)
             stats.add("behavior", beh, axis=1)
             stats.add("pupil_center", eye, axis=1)
+        held[:] = [resp[:, -1].copy(), beh[:, -1].copy(), eye[:, -1].copy()]
+        resp[:], beh[:], eye[:], count[:] = 0, 0, 0, 0
         done = pos + 1
         if done == n_trials or done % max(1, n_trials // 10) == 0:
             el = time.perf_counter() - started
             log(f"simulate: {done}/{n_trials} trials ({el:.1f} s, "
                 f"~{el / done * (n_trials - done):.0f} s left)")
 
-    act = last_act
+    act = held[0]
     imaging_frames = 0
     with rig:
         for ev in rig.events():
@@ -182,31 +188,31 @@ def write_dataset(out: str | Path, settings, plan: DatasetPlan = DatasetPlan(),
             elif isinstance(ev, SyncEvent):
                 j = ev.stim_frame - warm_frames
                 if ev.stim_frame < 0 or j < 0:
-                    continue
+                    continue  # grey screen or warm-up movie
                 pos, f = divmod(j, T)
-                if pos != cur:
-                    if cur >= 0:
-                        finish(cur)
-                        last_act, last_beh, last_eye = resp[:, -1].copy(), beh[:, -1].copy(), \
-                            eye[:, -1].copy()
-                    cur = pos
-                    resp[:], beh[:], eye[:], count[:] = 0, 0, 0, 0
+                while cur < pos:
+                    finish(cur)
+                    cur += 1
                 resp[:, f] += act
                 b = ev.behavior
                 beh[:, f] += (b["pupil"], b["running"])
                 eye[:, f] += (b["pupil_x"], b["pupil_y"])
                 count[f] += 1
-    if cur >= 0:
+    while cur < n_trials:
         finish(cur)
+        cur += 1
 
     tiers = np.empty(n_trials, dtype="<U16")
     clip_ids = np.empty(n_trials, dtype="<U32")
-    for pos, (tier, cid, _) in enumerate(trials):
+    images = np.empty(n_trials, dtype="<U200")
+    for pos, (tier, cid, _, names) in enumerate(trials):
         tiers[ids[pos]] = tier
         clip_ids[ids[pos]] = cid
+        images[ids[pos]] = "+".join(names)
     (root / "meta" / "trials").mkdir(parents=True, exist_ok=True)
     np.save(root / "meta" / "trials" / "tiers.npy", tiers)
     np.save(root / "meta" / "trials" / "clip_ids.npy", clip_ids)
+    np.save(root / "meta" / "trials" / "images.npy", images)
     (root / "meta" / "neurons").mkdir(parents=True, exist_ok=True)
     np.save(root / "meta" / "neurons" / "unit_ids.npy", np.arange(n, dtype=np.int64))
     np.save(root / "meta" / "neurons" / "cell_motor_coordinates.npy",
@@ -219,8 +225,9 @@ def write_dataset(out: str | Path, settings, plan: DatasetPlan = DatasetPlan(),
     summary = {"trials": n_trials, "neurons": n, "frames_per_trial": T,
                "imaging_frames": imaging_frames, "elapsed_s": elapsed,
                "tiers": {t: int((tiers == t).sum()) for t in sorted(set(tiers.tolist()))}}
-    log(f"simulate: wrote {n_trials} trials ({', '.join(f'{k} {v}' for k, v in summary['tiers'].items())}) "
-        f"of {n} neurons x {T} frames to {root} in {elapsed:.1f} s")
+    counts = ", ".join(f"{k} {v}" for k, v in summary["tiers"].items())
+    log(f"simulate: wrote {n_trials} trials ({counts}) of {n} neurons x {T} frames to {root} "
+        f"in {elapsed:.1f} s")
     return summary
 
 
@@ -267,7 +274,8 @@ def register(subparsers) -> None:
     p.add_argument("--oracle-clips", type=int, default=2, help="distinct oracle clips (default 2)")
     p.add_argument("--oracle-repeats", type=int, default=5,
                    help="times each oracle clip is shown (default 5)")
-    p.add_argument("--frames", type=int, default=300, help="stimulus frames per trial (default 300)")
+    p.add_argument("--frames", type=int, default=300,
+                   help="stimulus frames per trial (default 300)")
     p.add_argument("--height", type=int, default=512, help="imaging frame height (px, default 512)")
     p.add_argument("--width", type=int, default=512, help="imaging frame width (px, default 512)")
     p.add_argument("--mouse", default="A", help="Sensorium mouse A..J to lay out (default A)")

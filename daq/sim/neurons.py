@@ -25,7 +25,7 @@ Per neuron (all vectorised over neurons):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.fft as sfft
@@ -81,8 +81,9 @@ class FilterBank:
                                   for lam in WAVELENGTHS_PX for _ in range(2)]
                                  + [3 * s * 0.6 for s in DOG_SIGMAS_PX] + [0.0])
         k = np.stack([kk / np.linalg.norm(kk) for kk in kernels])
-        self._shape = (sfft.next_fast_len(h + size, real=True),
-                       sfft.next_fast_len(w + size, real=True))
+        # big enough that the circular correlation never wraps into the frame
+        self._shape = (sfft.next_fast_len(h + size - 1, real=True),
+                       sfft.next_fast_len(w + size - 1, real=True))
         padded = np.zeros((self.n_maps, *self._shape))
         padded[:, :size, :size] = k[:, ::-1, ::-1]  # correlation, not convolution
         self._kf = sfft.rfft2(padded).astype(np.complex64)
@@ -94,7 +95,7 @@ class FilterBank:
         h, w = STIM_SHAPE
         self._frame[:h, :w] = (frame.astype(np.float32) - STIM_MEAN) / STIM_STD
         conv = sfft.irfft2(sfft.rfft2(self._frame)[None] * self._kf, s=self._shape)
-        r = 2 * self._radius
+        r = self._radius  # output pixel p sits at p + radius
         self._out[:-1] = conv[:, r:r + h, r:r + w]
         return self._out.reshape(-1)
 
@@ -239,9 +240,13 @@ class NeuralState:
         log_gain = p["beta_run"] * run + p["beta_pupil"] * pupil_z + self._load @ latent
         self.rate = p["rate_scale"] * np.logaddexp(0, u) * np.exp(log_gain)
         self.spikes = rng.poisson(self.rate * dt)
+        self.indicator(self.spikes, decay, rise)
+
+    def indicator(self, spikes: np.ndarray, decay: float, rise: float) -> None:
+        """GCaMP: calcium jumps by one per spike and decays; ΔF/F saturates and lags it."""
         self.calcium *= decay
-        self.calcium += self.spikes
-        target = p["dff_amp"] * self.calcium / (1 + self.calcium / CALCIUM_SATURATION)
+        self.calcium += spikes
+        target = self._p["dff_amp"] * self.calcium / (1 + self.calcium / CALCIUM_SATURATION)
         self.dff += rise * (target - self.dff)
 
 
@@ -255,14 +260,8 @@ def calibrate(pop: Population, bank: FilterBank, frames: np.ndarray,
     std[std < 1e-6] = 1.0
     u = (xs - mean) / std * pop.slope + pop.bias
     mean_sp = np.logaddexp(0, u).mean(axis=0)
-    return _replace(pop, drive_mean=mean, drive_std=std,
-                    rate_scale=pop.rate_scale / np.maximum(mean_sp, 1e-6))
-
-
-def _replace(pop: Population, **changes: np.ndarray) -> Population:
-    from dataclasses import replace
-
-    return replace(pop, **changes)
+    return replace(pop, drive_mean=mean, drive_std=std,
+                   rate_scale=pop.rate_scale / np.maximum(mean_sp, 1e-6))
 
 
 def coverage_mask(pop: Population, threshold: float = 0.25) -> np.ndarray:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,6 +33,9 @@ from daq.sim.neurons import (FilterBank, NeuralState, Population, calibrate, cov
 from daq.sim.settings import SimSettings
 from daq.sim.stimulus import STIM_SHAPE, MovieGenerator, load_pool
 from daq.source import AcquisitionError, Event, ImagingFrame, StimulusFrame, SyncEvent
+
+if TYPE_CHECKING:  # decoder is imported lazily: daq does not need it to run
+    from decoder.rois import ROISet
 
 # Stream tags: which part of the animal / session a random generator draws.
 _LAYOUT, _RF, _POP, _CAL, _SCOPE = 1, 2, 3, 4, 5
@@ -115,8 +118,8 @@ class SimulatedRig:
             mean_rate_hz=s.mean_rate_hz, running_gain=s.running_gain,
             shared_variability=s.shared_variability, dff_per_spike=s.dff_per_spike,
             dt=self.dt, rng=_rng(*animal, _POP))
-        calib = MovieGenerator(load_pool("all"), _rng(*animal, _CAL), 30.0, s.scene_min_s,
-                               s.scene_max_s, self.meta.video_mean, self.meta.video_std)
+        calib = MovieGenerator(load_pool("all"), _rng(*animal, _CAL), 30.0, 1.0, 4.0,
+                               self.meta.video_mean, self.meta.video_std)
         self.population: Population = calibrate(pop, self.bank, calib.clip(CALIBRATION_FRAMES),
                                                 self.latency_frames)
         self._scope_animal_key = (*animal, _SCOPE)
@@ -125,7 +128,7 @@ class SimulatedRig:
         self._closed = False
         self._rois = None
         self._truth: dict[str, np.ndarray] = {}
-        self.microscope = self._new_microscope()
+        self.microscope: Microscope | None = None  # made afresh by each events() session
 
     # ------------------------------------------------------------------ interface
     def __enter__(self) -> "SimulatedRig":
@@ -152,7 +155,7 @@ class SimulatedRig:
         ``rate`` (Hz), each (N,), in ROI order."""
         return self._truth
 
-    def rois(self):  # -> decoder.rois.ROISet
+    def rois(self) -> ROISet:
         """The ground-truth footprints as an ROISet (same neuron order as everything else)."""
         if self._rois is None:
             from decoder.rois import from_masks
@@ -232,15 +235,14 @@ class SimulatedRig:
                 pixels, clip, clip_frame = next(stimuli)
                 new.append(StimulusFrame(nxt, s.monitor_delay_s + nxt * period, pixels,
                                          clip, clip_frame))
-                out = self.bank(pixels)
-                acc = out.copy() if acc is None else acc + out
+                acc = pixels.astype(np.float32) if acc is None else acc + pixels
                 shown = nxt
                 nxt += 1
             if n_stim is not None and nxt >= n_stim and (
                     shown < 0 or s.monitor_delay_s + (shown + 1) * period <= mid):
                 return  # the last clip frame has left the screen
-            if acc is not None:
-                drive = acc / len(new) if len(new) > 1 else acc
+            if acc is not None:  # the bank is linear: filter the mean of the frames shown
+                drive = self.bank(acc / len(new) if len(new) > 1 else acc).copy()
             beh = behavior.step()
             state.step(drive, beh.run_state, beh.pupil_z, beh.latent, self.dt, decay, rise,
                        spikes_rng)

@@ -2,14 +2,19 @@
 
 ``mouse`` and ``seed`` define the *animal*: which real Sensorium field of view
 the neurons are laid out from, their receptive fields, tuning and footprints.
-The same pair always gives the same animal (so a decoder trained on it works
-live); ``session_seed`` changes only what happens in a session (the movie,
-behaviour, spikes, noise).
+The same settings always give the same animal (so a decoder trained on it
+works live). ``session_seed`` and the session/screen knobs (``paced``,
+``duration_s``, ``images``, scene lengths, ``stim_rate_hz``, photodiode)
+change only what happens in a session; the neuron counts, frame size,
+``imaging_rate_hz`` and the neuron and microscope knobs are part of the
+animal and its imaging, so keep them as trained (``sim.json`` holds them).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 MICE = tuple("ABCDEFGHIJ")
 """The ten Sensorium 2023 mice whose real neuron coordinates ship with the package."""
@@ -31,7 +36,7 @@ class SimSettings:
     """Animal seed (>= 0): with ``mouse`` fixes neurons, receptive fields and footprints."""
     n_neurons: int = 7800
     """Number of simulated neurons (100..100000)."""
-    soma_diameter_um: float = 12.0
+    soma_diameter_um: float = 10.0
     """Soma diameter (µm, 4..30); footprints are at least ~2.4 px across however small."""
 
     # -- the session -------------------------------------------------------------------------
@@ -99,6 +104,13 @@ class SimSettings:
     """Photodiode noise (V, 0..1)."""
 
     def __post_init__(self) -> None:
+        for name in ("seed", "session_seed", "n_neurons", "frame_height", "frame_width",
+                     "photodiode_samples"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"{name} must be an integer, got {v!r}")
+        if not isinstance(self.paced, bool):
+            raise ValueError(f"paced must be true or false, got {self.paced!r}")
         if self.mouse not in MICE:
             raise ValueError(f"mouse must be one of {', '.join(MICE)}, got {self.mouse!r}")
         if self.images not in IMAGE_POOLS:

@@ -120,6 +120,7 @@ class MovieGenerator:
         self._scene: _Scene | None = None
         self._k = 0
         self.scene_count = 0
+        self.last_clip_images: tuple[str, ...] = ()
 
     def _window(self, img: np.ndarray) -> np.ndarray:
         """A random (cy, cx, window height) that fits inside the image."""
@@ -164,25 +165,35 @@ class MovieGenerator:
         return np.clip(out + 0.5, 0, 255).astype(np.uint8), s.image.name, k
 
     def clip(self, n_frames: int) -> np.ndarray:
-        """The next ``n_frames`` frames as one (T, 36, 64) uint8 clip."""
+        """The next ``n_frames`` frames as one (T, 36, 64) uint8 clip.
+
+        ``last_clip_images`` then names the images it showed, in order.
+        """
         out = np.empty((n_frames, *STIM_SHAPE), np.uint8)
+        names: list[str] = []
         for t in range(n_frames):
-            out[t] = self.next_frame()[0]
+            out[t], name, _ = self.next_frame()
+            if not names or names[-1] != name:
+                names.append(name)
+        self.last_clip_images = tuple(names)
         return out
 
 
 def make_clips(pool: str, n_clips: int, n_frames: int, seed: int | Sequence[int],
                frame_rate_hz: float = 30.0, scene_min_s: float = 1.0, scene_max_s: float = 4.0,
-               video_mean: float = 80.0, video_std: float = 57.0) -> list[np.ndarray]:
-    """``n_clips`` independent (T, 36, 64) uint8 clips from one image pool, reproducibly.
+               video_mean: float = 80.0, video_std: float = 57.0
+               ) -> tuple[list[np.ndarray], list[tuple[str, ...]]]:
+    """``n_clips`` independent (T, 36, 64) uint8 clips from one image pool, reproducibly,
+    and the names of the images each clip shows.
 
     Each clip starts with a scene cut, as a trial would.
     """
     root = np.random.SeedSequence(seed)
     images = load_pool(pool)
-    clips = []
+    clips, names = [], []
     for child in root.spawn(n_clips):
         gen = MovieGenerator(images, np.random.default_rng(child), frame_rate_hz,
                              scene_min_s, scene_max_s, video_mean, video_std)
         clips.append(gen.clip(n_frames))
-    return clips
+        names.append(gen.last_clip_images)
+    return clips, names
