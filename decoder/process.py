@@ -192,11 +192,12 @@ def _decode_one(dec: FrameDecoder, pub: Publisher, msg: Message, settings: Decod
             log.error("%s (further bad frames counted, not logged)", exc)
         return
     stamps = msg.stamps + (("decoder.extract", out.t_extract_ns), ("decoder.infer", out.t_infer_ns))
-    if settings.publish_activity:
-        pub.publish("activity", "activity", [out.activity], t_acq=msg.t_acq,
-                    meta={"imaging_frame": idx}, stamps=stamps)
+    # The reconstruction first: it is what the operator is waiting for.
     pub.publish("reconstruction", "reconstruction", [out.frame], t_acq=msg.t_acq, stamps=stamps,
                 meta={"imaging_frame": idx, "stim_frame": out.stim_frame,
                       "lag": dec.lag, "model": model_name})
+    if settings.publish_activity:
+        pub.publish("activity", "activity", [out.activity], t_acq=msg.t_acq,
+                    meta={"imaging_frame": idx}, stamps=stamps)
     counts["reconstructions_out"] += 1
     busy_ns.append(time.monotonic_ns() - t0)

@@ -56,6 +56,8 @@ def _exit_with(parent: int) -> None:
 def _init_worker() -> None:
     # Ctrl-C reaches the whole process group; the display decides when its worker stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A statistic for the operator: it must never take a core from the pipeline.
+    os.nice(10)
     threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
     try:
         _default_metric()  # import scipy now, not while frames are flowing
