@@ -17,6 +17,7 @@ from cortexcast.runtime import (
     Stop, ignore_stop_signals, install_stop_signals, percentiles_ms, write_json_atomic,
 )
 from decoder.extraction import ActivityExtractor, ExtractionSettings
+from decoder.model_card import ModelError
 from decoder.rois import ROIError, load_rois
 from stream.message import Message
 from stream.pubsub import Publisher, Subscriber
@@ -104,7 +105,7 @@ class FrameDecoder:
         self.pixels = PixelDecoder(resolve_model(settings.model), providers=settings.providers,
                                    threads=settings.threads)
         if self.pixels.card.neurons != self.rois.n_neurons:
-            raise ValueError(
+            raise ModelError(
                 f"model {settings.model} expects {self.pixels.card.neurons} neurons but the ROI "
                 f"file {settings.rois} has {self.rois.n_neurons}"
             )
