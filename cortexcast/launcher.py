@@ -107,7 +107,7 @@ def register_up(sub: argparse._SubParsersAction) -> None:
 def write_sim_config(run_dir: Path, *, model: str = "bundled", headless: bool = False,
                      port: int = 8030, save: str | None = None, neurons: int | None = None,
                      daq_port: int = 5555, decoder_port: int = 5556, transport: str = "tcp",
-                     handshake: bool = True) -> Path:
+                     handshake: bool = True, record: str | None = None) -> Path:
     """Write rig.toml (and the ROI file) for the simulated rig + a trained model.
 
     The simulated animal is the one the model was trained on (its card says
@@ -146,6 +146,11 @@ def write_sim_config(run_dir: Path, *, model: str = "bundled", headless: bool = 
         "display": {"stimulus_from": daq_ep, "reconstruction_from": dec_ep, "port": port,
                     "headless": headless, "save": save},
     }
+    if record:
+        config["stack"]["processes"] = ["display", "record", "decoder", "daq"]
+        config["record"] = {"endpoints": [daq_ep, dec_ep], "out": str(Path(record).resolve()),
+                            "topics": ["frames", "sync", "stimulus", "activity",
+                                       "reconstruction"]}
     if mask_path(resolve_model(model)).exists():
         config["display"]["eval_mask"] = str(mask_path(resolve_model(model)))
     path = run_dir / "rig.toml"
@@ -157,7 +162,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"preparing the simulated rig in {run_dir}/ ...", flush=True)
     config = write_sim_config(run_dir, model=args.model, headless=args.headless, port=args.port,
-                              save=args.save, handshake=not args.prepare_only)
+                              save=args.save, handshake=not args.prepare_only,
+                              record=args.record)
     if args.prepare_only:
         print(f"wrote {config}; start it with: cortexcast up --config {config}")
         return 0
@@ -175,6 +181,9 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--headless", action="store_true", help="no web page")
     p.add_argument("--save", help="with --headless: write what would be shown (.gif or folder)")
     p.add_argument("--run-dir", help="folder for config, logs and stats")
+    p.add_argument("--record", metavar="FILE",
+                   help="also record every stream to FILE (replay it with "
+                   "`cortexcast daq --source replay --recording FILE`)")
     p.add_argument("--prepare-only", action="store_true",
                    help="only write the config and ROI file (for docker-compose), do not run")
     p.set_defaults(func=_run_demo)
