@@ -21,17 +21,27 @@ from cortexcast.runtime import write_json_atomic
 TARGET_E2E_P99_MS = 10.0
 
 
+def free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports (held open together while choosing, so no repeats)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def run_bench(duration_s: float, model: str, run_dir: Path,
               transport: str = "tcp") -> dict[str, Any]:
-    config = write_sim_config(run_dir, model=model, headless=True, port=free_port(),
-                              daq_port=free_port(), decoder_port=free_port(),
-                              transport=transport)
+    http, daq, dec = free_ports(3)
+    config = write_sim_config(run_dir, model=model, headless=True, port=http,
+                              daq_port=daq, decoder_port=dec, transport=transport)
     t0 = time.monotonic()
     code, summary = run_stack(config, duration_s, run_dir)
     elapsed = time.monotonic() - t0
@@ -45,7 +55,7 @@ def run_bench(duration_s: float, model: str, run_dir: Path,
         "duration_s": duration_s,
         "exit_code": code,
         "throughput_fps": decoded / max(1e-9, (summary["processes"].get("daq") or {}).get(
-            "elapsed_s", duration_s)),
+            "acquiring_s", duration_s)),
         "wall_s": elapsed,
         "targets": {"end_to_end_p99_ms": TARGET_E2E_P99_MS, "drops": 0,
                     "met": bool(e2e.get("p99", float("inf")) <= TARGET_E2E_P99_MS and drops == 0

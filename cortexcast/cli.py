@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cortexcast",
         description="Live reconstruction of what a mouse sees from two-photon imaging of V1.",
     )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--log-level", default="INFO", type=str.upper,
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module, name in SUBCOMMANDS:
         register: Callable[[argparse._SubParsersAction], None] = getattr(
@@ -53,7 +54,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from stream.pubsub import StreamError
 
     errors: list[type[BaseException]] = [ConfigError, AcquisitionError, ROIError, StreamError,
-                                         FileNotFoundError]
+                                         OSError]
     for module, name in (("decoder.model_card", "ModelError"), ("decoder.dataset", "DatasetError")):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
@@ -63,9 +64,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from cortexcast.runtime import die_with_parent
+
+    die_with_parent()
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.getLogger().setLevel(args.log_level.upper())
+    logging.getLogger().setLevel(args.log_level)
     try:
         return int(args.func(args) or 0)
     except _user_errors() as exc:

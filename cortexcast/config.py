@@ -114,6 +114,23 @@ def settings_from_table(cls: type[T], table: dict[str, Any], where: str = "confi
     return _build(cls, table, where)
 
 
+#: Keys whose string values are file paths: relative ones in a config file are taken
+#: relative to that file's folder (so a run folder can be moved and `up` run from anywhere).
+PATH_KEYS = frozenset({"rois", "model", "recording", "eval_mask", "out", "save", "stats_out",
+                       "run_dir"})
+
+
+def resolve_paths(table: dict[str, Any], config_path: str | Path) -> dict[str, Any]:
+    """A copy of ``table`` with relative PATH_KEYS values made relative to the config's folder."""
+    base = Path(config_path).resolve().parent
+    out = dict(table)
+    for key, value in table.items():
+        if key in PATH_KEYS and isinstance(value, str) and value and value != "bundled" \
+                and not Path(value).is_absolute():
+            out[key] = str(base / value)
+    return out
+
+
 def load_settings(cls: type[T], path: str | Path | None, section: str,
                   overrides: dict[str, Any] | None = None) -> T:
     """Load ``[section]`` of ``path`` (missing file -> defaults) into ``cls``.
@@ -128,7 +145,7 @@ def load_settings(cls: type[T], path: str | Path | None, section: str,
         raw = data.get(section, {})
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: [{section}] must be a table")
-        table = dict(raw)
+        table = resolve_paths(raw, path)
     for key, value in (overrides or {}).items():
         if value is not None:
             table[key] = value

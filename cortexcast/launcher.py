@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,16 +74,30 @@ def run_stack(config: Path, duration_s: float | None, run_dir: Path | None = Non
     if "display" in settings and not settings["display"].headless:
         board.say(f"display: http://{settings['display'].host}:{settings['display'].port}/")
     board.say(f"logs and stats in {run_dir}/ ; Ctrl-C to stop")
-    sup.start()
     until = None if duration_s is None else time.monotonic() + duration_s
+    previous = _stop_on_terminate()
     try:
+        sup.start()
         reason = sup.watch(until, board.tick, stack.status_interval_s)
+    except KeyboardInterrupt:  # while starting
+        reason = "interrupted"
     finally:
         sup.stop(stack.stop_timeout_s)
         board.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     summary = print_summary(sup, reason, quiet=quiet)
     code = 1 if sup.failed else 0
     return code, summary
+
+
+def _stop_on_terminate() -> dict[int, Any]:
+    """SIGTERM/SIGHUP (docker stop, a closed terminal, timeout) stop the stack like Ctrl-C."""
+
+    def _interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    return {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
 
 
 def _run_up(args: argparse.Namespace) -> int:
@@ -128,6 +143,7 @@ def write_sim_config(run_dir: Path, *, model: str = "bundled", headless: bool = 
                           f"not {neurons}")
     sim = dataclasses.replace(SimSettings(**trained), images="test", session_seed=12345,
                               paced=True, duration_s=None)
+    run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     rois = run_dir / "rois.npz"
     save_rois(rois, SimulatedRig(sim).rois())
@@ -138,7 +154,9 @@ def write_sim_config(run_dir: Path, *, model: str = "bundled", headless: bool = 
     config = {
         "stack": {"processes": ["display", "decoder", "daq"], "run_dir": str(run_dir)},
         "daq": {"publish": daq_ep,
-                "wait_for": ["frames", "stimulus"] if handshake else [],
+                # decoder (+ recorder) on frames, display (+ recorder) on stimulus
+                "wait_for": ([f"frames:{1 + bool(record)}", f"stimulus:{1 + bool(record)}"]
+                             if handshake else []),
                 "sim": {k: v for k, v in dataclasses.asdict(sim).items() if v is not None}},
         "decoder": {"frames_from": daq_ep, "publish": dec_ep, "rois": str(rois), "model": model,
                     "frame_rate_hz": sim.imaging_rate_hz,
@@ -163,7 +181,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(f"preparing the simulated rig in {run_dir}/ ...", flush=True)
     config = write_sim_config(run_dir, model=args.model, headless=args.headless, port=args.port,
                               save=args.save, handshake=not args.prepare_only,
-                              record=args.record)
+                              record=args.record, daq_port=args.daq_port,
+                              decoder_port=args.decoder_port)
     if args.prepare_only:
         print(f"wrote {config}; start it with: cortexcast up --config {config}")
         return 0
@@ -177,6 +196,10 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
                        "display in the browser. Runs until Ctrl-C or --duration.")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--port", type=int, default=8030, help="display HTTP port (default 8030)")
+    p.add_argument("--daq-port", type=int, default=5555,
+                   help="ZeroMQ port the daq publishes on (default 5555)")
+    p.add_argument("--decoder-port", type=int, default=5556,
+                   help="ZeroMQ port the decoder publishes on (default 5556)")
     p.add_argument("--model", default="bundled", help="ONNX model trained on the simulator")
     p.add_argument("--headless", action="store_true", help="no web page")
     p.add_argument("--save", help="with --headless: write what would be shown (.gif or folder)")

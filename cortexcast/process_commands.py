@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cortexcast.config import load_settings, load_toml, settings_from_table
+from cortexcast.config import load_settings, load_toml, resolve_paths, settings_from_table
 
 
 def _table(config: str | None, section: str) -> dict[str, Any]:
     if not config:
         return {}
     raw = load_toml(config).get(section, {})
-    return dict(raw) if isinstance(raw, dict) else raw
+    return resolve_paths(raw, config) if isinstance(raw, dict) else raw
 
 
 def _settings(cls: type, args: argparse.Namespace, section: str,
@@ -49,7 +49,7 @@ def _run_daq(args: argparse.Namespace) -> int:
     from cortexcast.runtime import setup_logging
     from daq.process import run_daq
 
-    setup_logging("daq")
+    setup_logging("daq", getattr(args, "log_level", "INFO"))
     return run_daq(daq_settings(args))
 
 
@@ -69,7 +69,7 @@ def _run_decoder(args: argparse.Namespace) -> int:
     from cortexcast.runtime import setup_logging
     from decoder.process import run_decoder
 
-    setup_logging("decoder")
+    setup_logging("decoder", getattr(args, "log_level", "INFO"))
     return run_decoder(decoder_settings(args))
 
 

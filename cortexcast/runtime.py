@@ -14,8 +14,11 @@ from typing import Any
 import numpy as np
 
 
-class Stop(Exception):
-    """Raised in the main thread by SIGTERM/SIGINT so loops unwind and clean up."""
+class Stop(BaseException):
+    """Raised in the main thread by SIGTERM/SIGINT so loops unwind and clean up.
+
+    A BaseException, like KeyboardInterrupt, so no ``except Exception`` swallows it.
+    """
 
 
 def install_stop_signals() -> None:
@@ -67,3 +70,23 @@ def setup_logging(name: str, level: str = "INFO") -> logging.Logger:
         format=f"%(asctime)s {name} %(levelname)s %(message)s", datefmt="%H:%M:%S",
     )
     return logging.getLogger(name)
+
+
+def die_with_parent() -> None:
+    """Under `cortexcast up`: get SIGTERM from the kernel if the supervisor dies (Linux).
+
+    Children run in their own sessions (so the terminal's Ctrl-C reaches only the
+    supervisor); this keeps a killed supervisor from leaving processes that hold
+    the rig's ports.
+    """
+    parent = os.environ.get("CORTEXCAST_SUPERVISOR_PID")
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # it died before we asked
+        raise SystemExit("cortexcast: supervisor is gone; exiting")

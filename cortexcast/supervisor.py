@@ -82,6 +82,13 @@ def _vm_hwm(pid: int) -> int:
     return 0
 
 
+def _signal_group(popen: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(popen.pid, sig)  # the child leads its own session/group
+    except ProcessLookupError:
+        pass
+
+
 class Supervisor:
     def __init__(self, config: Path, processes: list[str], run_dir: Path,
                  extra_args: dict[str, list[str]] | None = None) -> None:
@@ -94,7 +101,8 @@ class Supervisor:
 
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # The child asks the kernel for SIGTERM when we die (cortexcast.runtime.die_with_parent).
+        env = dict(os.environ, PYTHONUNBUFFERED="1", CORTEXCAST_SUPERVISOR_PID=str(os.getpid()))
         # One BLAS/OpenMP thread per process: the processes already share the cores, and a
         # threaded BLAS call in one of them stalls the others (p99 latency 4 -> 21 ms seen).
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -129,7 +137,7 @@ class Supervisor:
                 if self.dead():
                     for name in self.dead():
                         code = self.children[name].popen.returncode
-                        if code != 0:
+                        if code != 0 and name not in self.failed:
                             self.failed.append(name)
                     return "process exited: " + ", ".join(
                         f"{n} (exit {self.children[n].popen.returncode})" for n in self.dead())
@@ -138,11 +146,15 @@ class Supervisor:
                 tick()
                 time.sleep(interval_s if until is None else
                            max(0.0, min(interval_s, until - time.monotonic())))
-        except KeyboardInterrupt:
-            return "interrupted (Ctrl-C)"
+        except KeyboardInterrupt as exc:
+            return f"interrupted ({exc or 'Ctrl-C'})"
 
     def stop(self, timeout_s: float = 10.0, drain_s: float = 0.5) -> None:
-        """SIGTERM front to back, waiting for each; SIGKILL what does not exit in time."""
+        """SIGTERM front to back, waiting for each; SIGKILL what does not exit in time.
+
+        Signals go to each child's process group, so helpers it spawned stop too.
+        A process that exits with an error (not 0, not by our SIGTERM) counts as failed.
+        """
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan
         try:
             order = sorted(self.children, key=lambda n: _STOP_ORDER.index(n)
@@ -153,13 +165,16 @@ class Supervisor:
                 if i > 0:
                     time.sleep(drain_s)  # let in-flight messages reach this consumer
                 if child.popen.poll() is None:
-                    child.popen.send_signal(signal.SIGTERM)
+                    _signal_group(child.popen, signal.SIGTERM)
                     try:
                         child.popen.wait(timeout_s)
                     except subprocess.TimeoutExpired:
-                        child.popen.kill()
+                        _signal_group(child.popen, signal.SIGKILL)
                         child.popen.wait()
                         self.failed.append(name)
+                code = child.popen.returncode
+                if code not in (0, -signal.SIGTERM) and name not in self.failed:
+                    self.failed.append(name)
                 child.ended = child.ended or time.monotonic()
         finally:
             signal.signal(signal.SIGINT, old)

@@ -16,8 +16,8 @@ import numpy as np
 
 from cortexcast.runtime import Stop, ignore_stop_signals, install_stop_signals, write_json_atomic
 from daq.sim.settings import SimSettings
-from daq.source import AcquisitionSource, ImagingFrame, StimulusFrame, SyncEvent
-from stream.pubsub import Publisher
+from daq.source import AcquisitionError, AcquisitionSource, ImagingFrame, StimulusFrame, SyncEvent
+from stream.pubsub import Publisher, parse_wait_for
 
 log = logging.getLogger("daq")
 
@@ -34,10 +34,12 @@ class DaqSettings:
     """Recording file for source = "replay"."""
     replay_paced: bool = True
     """Replay at the recorded pace (false: as fast as possible)."""
-    hwm: int = 60
-    """Messages queued per subscriber before the newest are dropped (60 = 2 s of frames)."""
+    hwm: int = 200
+    """Messages queued per subscriber before the newest are dropped (~3 messages per
+    imaging frame: 200 is about 2 s at 30 Hz)."""
     wait_for: tuple[str, ...] = ()
-    """Topics that must have a subscriber before acquisition starts (handshake, not a sleep)."""
+    """Topics that must have subscribers before acquisition starts (a handshake, not a
+    sleep): "frames" needs one, "frames:2" two."""
     wait_timeout_s: float = 30.0
     """How long to wait for those subscribers before starting anyway (s)."""
     stats_out: str | None = None
@@ -95,23 +97,31 @@ def run_daq(settings: DaqSettings) -> int:
     pub = Publisher(settings.publish, "daq", hwm=settings.hwm)
     publish = EventPublisher(pub)
     started = time.monotonic()
+    first_event: float | None = None
     reason = "source ended"
     try:
         with make_source(settings) as source:
             log.info("publishing on %s (source: %s)", pub.address, settings.source)
             if settings.wait_for:
-                ok = pub.wait_for_subscribers({t: 1 for t in settings.wait_for},
+                ok = pub.wait_for_subscribers(parse_wait_for(settings.wait_for),
                                               settings.wait_timeout_s)
                 log.info("subscribers %s for %s", "ready" if ok else "NOT ready (timeout)",
                          ", ".join(settings.wait_for))
             for event in source.events():
+                if first_event is None:
+                    first_event = time.monotonic()
                 publish(event)
     except Stop as sig:
         reason = f"stopped by {sig}"
+    except AcquisitionError as exc:
+        reason = f"source failed: {exc}"
+        raise
     finally:
         ignore_stop_signals()
         pub.close()
-        stats = {"process": "daq", "reason": reason, "elapsed_s": time.monotonic() - started,
+        now = time.monotonic()
+        stats = {"process": "daq", "reason": reason, "elapsed_s": now - started,
+                 "acquiring_s": now - first_event if first_event is not None else 0.0,
                  "published": publish.counts}
         log.info("%s: %s", reason, publish.counts)
         if settings.stats_out:

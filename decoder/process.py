@@ -19,8 +19,8 @@ from cortexcast.runtime import (
 from decoder.extraction import ActivityExtractor, ExtractionSettings
 from decoder.model_card import ModelError
 from decoder.rois import ROIError, load_rois
-from stream.message import Message
-from stream.pubsub import Publisher, Subscriber
+from stream.message import Message, MessageError, meta_int
+from stream.pubsub import Publisher, Subscriber, parse_wait_for
 
 log = logging.getLogger("decoder")
 
@@ -137,27 +137,32 @@ class Decoded:
 
 def run_decoder(settings: DecoderSettings) -> int:
     install_stop_signals()
-    dec = FrameDecoder(settings)
-    pub = Publisher(settings.publish, "decoder", hwm=settings.hwm)
-    if settings.wait_for:
-        ok = pub.wait_for_subscribers({t: 1 for t in settings.wait_for}, settings.wait_timeout_s)
-        log.info("downstream %s", "ready" if ok else "NOT ready (timeout), starting anyway")
-    sub = Subscriber(settings.frames_from, ["frames", "sync"], hwm=settings.hwm, name="decoder")
-    log.info("decoding %s -> %s (model %s, %d neurons, window %d, lag %d)",
-             settings.frames_from, pub.address, settings.model, dec.rois.n_neurons,
-             dec.pixels.card.window, dec.lag)
-    model_name = resolve_model(settings.model).stem
+    counts = {"frames_in": 0, "reconstructions_out": 0, "bad_frames": 0, "bad_sync": 0}
     busy_ns: list[int] = []
-    counts = {"frames_in": 0, "reconstructions_out": 0, "bad_frames": 0}
     reason = "ended"
+    pub: Publisher | None = None
+    sub: Subscriber | None = None
     try:
+        dec = FrameDecoder(settings)
+        pub = Publisher(settings.publish, "decoder", hwm=settings.hwm)
+        if settings.wait_for:
+            ok = pub.wait_for_subscribers(parse_wait_for(settings.wait_for), settings.wait_timeout_s)
+            log.info("downstream %s", "ready" if ok else "NOT ready (timeout), starting anyway")
+        sub = Subscriber(settings.frames_from, ["frames", "sync"], hwm=settings.hwm, name="decoder")
+        log.info("decoding %s -> %s (model %s, %d neurons, window %d, lag %d)",
+                 settings.frames_from, pub.address, settings.model, dec.rois.n_neurons,
+                 dec.pixels.card.window, dec.lag)
+        model_name = resolve_model(settings.model).stem
         while True:
             msg = sub.recv(timeout_s=0.5)
             pub.heartbeat_if_due()
             if msg is None:
                 continue
             if msg.kind == "sync":
-                dec.sync.add(int(msg.meta.get("imaging_frame", -1)), int(msg.meta.get("stim_frame", -1)))
+                try:
+                    dec.sync.add(meta_int(msg, "imaging_frame"), meta_int(msg, "stim_frame", -1))
+                except MessageError as exc:
+                    _count_bad(counts, "bad_sync", exc)
                 continue
             msg = msg.stamped("decoder.recv")
             _decode_one(dec, pub, msg, settings, model_name, counts, busy_ns)
@@ -166,31 +171,35 @@ def run_decoder(settings: DecoderSettings) -> int:
         reason = f"stopped by {sig}"
     finally:
         ignore_stop_signals()
-        sub.close()
-        pub.close()
+        stream = sub.stats.as_dict() if sub is not None else {}
+        for sock in (sub, pub):
+            if sock is not None:
+                sock.close()
         stats = {"process": "decoder", "reason": reason, **counts,
-                 "stream": sub.stats.as_dict(), "busy_ms": percentiles_ms(busy_ns)}
+                 "stream": stream, "busy_ms": percentiles_ms(busy_ns)}
         log.info("%s: %s", reason, counts)
         if settings.stats_out:
             write_json_atomic(settings.stats_out, stats)
     return 0
 
 
+def _count_bad(counts: dict[str, int], key: str, exc: Exception) -> None:
+    counts[key] = counts.get(key, 0) + 1
+    if counts[key] == 1:
+        log.error("%s (skipped; further ones counted, not logged)", exc)
+
+
 def _decode_one(dec: FrameDecoder, pub: Publisher, msg: Message, settings: DecoderSettings,
                 model_name: str, counts: dict[str, int], busy_ns: list[int]) -> None:
     counts["frames_in"] += 1
     t0 = msg.stamps[-1][1]
-    idx = int(msg.meta.get("imaging_frame", msg.seq))
-    if len(msg.arrays) != 1 or msg.arrays[0].ndim != 2:
-        counts["bad_frames"] += 1
-        log.warning("frame %d has %d arrays / wrong rank; skipped", idx, len(msg.arrays))
-        return
     try:
+        idx = meta_int(msg, "imaging_frame", msg.seq)
+        if len(msg.arrays) != 1 or msg.arrays[0].ndim != 2:
+            raise MessageError(f"frame {idx} has {len(msg.arrays)} arrays, expected one 2-D image")
         out = dec(idx, msg.arrays[0])
-    except ROIError as exc:  # wrong frame size for the ROIs
-        counts["bad_frames"] += 1
-        if counts["bad_frames"] == 1:
-            log.error("%s (further bad frames counted, not logged)", exc)
+    except (MessageError, ROIError) as exc:  # bad meta, or a frame size the ROIs do not fit
+        _count_bad(counts, "bad_frames", exc)
         return
     stamps = msg.stamps + (("decoder.extract", out.t_extract_ns), ("decoder.infer", out.t_infer_ns))
     # The reconstruction first: it is what the operator is waiting for.

@@ -105,9 +105,24 @@ class Message:
         return None
 
 
+def _wire_array(a: np.ndarray) -> np.ndarray:
+    """C-contiguous, native byte order (copies only when the array is not already)."""
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    return np.ascontiguousarray(a)
+
+
+def meta_int(msg: Message, key: str, default: int | None = None) -> int:
+    """An integer meta field, or MessageError (a producer's bad meta must not crash us)."""
+    value = msg.meta.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HeaderError(f"meta field {key!r} of a {msg.kind} message is {value!r}, not an int")
+    return value
+
+
 def encode(msg: Message) -> list[Any]:
-    """Message -> multipart frames. Array buffers are not copied."""
-    arrays = [np.ascontiguousarray(a) for a in msg.arrays]
+    """Message -> multipart frames. Contiguous native arrays are not copied."""
+    arrays = [_wire_array(a) for a in msg.arrays]
     header = {
         "v": SCHEMA_VERSION,
         "kind": msg.kind,
@@ -157,7 +172,7 @@ def decode(frames: Sequence[Any]) -> Message:
         stamps = tuple((str(s), int(t)) for s, t in header["stamps"])
         specs = header["arrays"]
         meta = header.get("meta") or {}
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise HeaderError(f"header field missing or wrong type: {exc}") from exc
     if not isinstance(kind, str) or not isinstance(source, str) or not isinstance(meta, dict):
         raise HeaderError("kind/src must be strings and meta a map")
@@ -169,12 +184,14 @@ def decode(frames: Sequence[Any]) -> Message:
         try:
             dtype = np.dtype(spec["dtype"])
             shape = tuple(int(s) for s in spec["shape"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise DtypeError(f"bad array spec {spec!r}") from exc
-        if dtype.str not in _ALLOWED_DTYPES or any(s < 0 for s in shape):
+        if dtype.str not in _ALLOWED_DTYPES or any(s < 0 for s in shape) or len(shape) > 32:
             raise DtypeError(f"dtype {spec.get('dtype')!r} / shape {shape} not allowed")
         buf = _buffer_of(part)
-        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        expected = dtype.itemsize
+        for s in shape:  # Python ints: no silent overflow of a hostile shape
+            expected *= s
         if buf.nbytes != expected:
             raise BufferError_(
                 f"buffer of {buf.nbytes} bytes, header says {shape} {dtype} = {expected} bytes"

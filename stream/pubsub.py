@@ -40,6 +40,18 @@ def _check_endpoint(endpoint: str) -> None:
         raise StreamError(f"endpoint {endpoint!r} must start with tcp://, ipc:// or inproc://")
 
 
+def parse_wait_for(items: Sequence[str]) -> dict[str, int]:
+    """["frames", "stimulus:2"] -> {"frames": 1, "stimulus": 2} (config's wait_for lists)."""
+    out: dict[str, int] = {}
+    for item in items:
+        topic, _, count = item.partition(":")
+        try:
+            out[topic] = int(count) if count else 1
+        except ValueError as exc:
+            raise StreamError(f"wait_for entry {item!r}: expected 'topic' or 'topic:N'") from exc
+    return out
+
+
 class Publisher:
     """Publishes :class:`Message` s on one bound (or connected) XPUB socket.
 
@@ -65,6 +77,8 @@ class Publisher:
         self._sock.setsockopt(zmq.SNDHWM, hwm)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        if hasattr(zmq, "XPUB_VERBOSER"):  # unsubscriptions too, so counts fall on disconnect
+            self._sock.setsockopt(zmq.XPUB_VERBOSER, 1)
         try:
             if bind:
                 self._sock.bind(endpoint)

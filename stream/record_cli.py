@@ -197,7 +197,7 @@ def _fail(name: str, exc: Exception, code: int) -> int:
 
 def run_record(args: argparse.Namespace) -> int:
     """Entry point of ``cortexcast record``."""
-    setup_logging("record")
+    setup_logging("record", getattr(args, "log_level", "INFO"))
     overrides = {"endpoints": args.endpoints, "topics": args.topics, "out": args.out,
                  "duration_s": args.duration, "fsync_s": args.fsync, "overwrite": args.overwrite,
                  "hwm": args.hwm, "stats_out": args.stats_out}
@@ -216,7 +216,7 @@ def run_record(args: argparse.Namespace) -> int:
 
 def run_replay(args: argparse.Namespace) -> int:
     """Entry point of ``cortexcast replay``."""
-    setup_logging("replay")
+    setup_logging("replay", getattr(args, "log_level", "INFO"))
     overrides = {"recording": args.file, "to": args.to, "speed": args.speed,
                  "fast": args.fast if args.speed is None else False,  # --speed beats config fast
                  "topics": args.topics, "clock": args.clock,

@@ -85,3 +85,19 @@ def test_written_toml_loads_back(tmp_path: Path) -> None:
                                  "inner": {"rate_hz": 7.5, "name": 'q"uote'}}}))
     s = load_settings(Outer, p, "proc")
     assert s == Outer(count=2, topics=("x",), inner=Inner(7.5, 'q"uote'))
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    @dataclass(frozen=True)
+    class WithPaths:
+        rois: str = ""
+        model: str = "bundled"
+        name: str = ""
+
+    sub = tmp_path / "run"
+    sub.mkdir()
+    p = sub / "rig.toml"
+    p.write_text("[proc]\nrois = 'rois.npz'\nmodel = 'bundled'\nname = 'rois.npz'\n")
+    s = load_settings(WithPaths, p, "proc")
+    assert s.rois == str(sub / "rois.npz")
+    assert s.model == "bundled" and s.name == "rois.npz"

@@ -99,3 +99,32 @@ def test_bad_messages_raise_message_error(frames, error) -> None:
 def test_object_arrays_cannot_be_sent() -> None:
     with pytest.raises(DtypeError):
         _msg(arrays=(np.array([object()]),))
+
+
+@pytest.mark.parametrize("patch", [
+    {"stamps": [["daq.pub", float("inf")]]},
+    {"t": "soon"},
+    {"arrays": [{"dtype": "<u2", "shape": [float("inf")]}]},
+    {"arrays": [{"dtype": "<u2", "shape": [2**32, 2**32]}]},
+    {"arrays": [{"dtype": "<u2", "shape": [2**62, 2**62, 16]}]},
+])
+def test_hostile_headers_are_message_errors(patch) -> None:
+    with pytest.raises(MessageError):
+        decode([b"frames", _header(**patch), bytes(8)])
+
+
+def test_big_endian_arrays_arrive_in_native_order() -> None:
+    arr = np.arange(6, dtype=">u2").reshape(2, 3)
+    back = decode([bytes(p) for p in encode(_msg(arrays=(arr,)))])
+    assert back.arrays[0].dtype.isnative
+    np.testing.assert_array_equal(back.arrays[0], arr)
+
+
+def test_meta_int_rejects_non_integers() -> None:
+    from stream.message import meta_int
+
+    assert meta_int(_msg(), "imaging_frame") == 7
+    assert meta_int(_msg(), "absent", -1) == -1
+    for bad in ("x", None, 1.5, True):
+        with pytest.raises(MessageError):
+            meta_int(_msg(meta={"imaging_frame": bad}), "imaging_frame")

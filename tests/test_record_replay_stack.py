@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cortexcast.bench import free_port
+from cortexcast.bench import free_ports
 from stream.recording import RecordingReader
 
 pytestmark = pytest.mark.slow
@@ -36,8 +36,10 @@ def _reconstructions(path: Path) -> dict[int, np.ndarray]:
 def test_replayed_frames_decode_exactly_as_live(tmp_path: Path, cli_env) -> None:
     live = tmp_path / "live.ccr"
     run1 = tmp_path / "run1"
-    _cortexcast(cli_env, "demo", "--headless", "--duration", "5", "--port", str(free_port()),
-                "--record", str(live), "--run-dir", str(run1))
+    http, daq1, dec1, daq, dec = (str(p) for p in free_ports(5))
+    _cortexcast(cli_env, "demo", "--headless", "--duration", "5", "--port", http,
+                "--daq-port", daq1, "--decoder-port", dec1, "--record", str(live),
+                "--run-dir", str(run1))
     with RecordingReader(live) as rec:
         counts = rec.counts()
     n_frames = counts["frames"]
@@ -45,7 +47,6 @@ def test_replayed_frames_decode_exactly_as_live(tmp_path: Path, cli_env) -> None
     assert counts["sync"] == n_frames and counts["stimulus"] >= n_frames - 1
 
     # Same decoder config, but the daq replays the recording instead of simulating.
-    daq, dec = free_port(), free_port()
     config = (run1 / "rig.toml").read_text()
     replayed = tmp_path / "replayed.ccr"
     cfg = tmp_path / "replay.toml"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cortexcast.bench import free_port
+from cortexcast.bench import free_port, free_ports
 from decoder.process import BUNDLED_MODEL
 
 pytestmark = pytest.mark.slow
@@ -47,7 +47,7 @@ def test_bench_runs_whole_stack_and_reports(tmp_path: Path, cli_env) -> None:
 def test_stack_stops_when_one_process_dies(tmp_path: Path, cli_env) -> None:
     """The decoder cannot start (no ROI file): up must stop the others and fail clearly."""
     cfg = tmp_path / "rig.toml"
-    daq, dec = free_port(), free_port()
+    daq, dec = free_ports(2)
     cfg.write_text(
         f"[stack]\nprocesses = ['decoder', 'daq']\nrun_dir = '{tmp_path / 'run'}'\n"
         f"[daq]\npublish = 'tcp://127.0.0.1:{daq}'\n"
@@ -92,3 +92,53 @@ def test_daq_process_publishes_what_the_sim_makes(tmp_path: Path, cli_env, zmq_c
     assert proc.returncode == 0
     stats = json.loads((tmp_path / "daq.json").read_text())
     assert stats["published"]["frames"] == 60  # 2 s at 30 Hz
+
+
+def _small_daq_stack(tmp_path: Path) -> Path:
+    cfg = tmp_path / "rig.toml"
+    cfg.write_text(f"[stack]\nprocesses = ['daq']\nrun_dir = 'run'\n"
+                   f"[daq]\npublish = 'tcp://127.0.0.1:{free_port()}'\n"
+                   "[daq.sim]\nn_neurons = 200\nframe_height = 64\nframe_width = 64\n")
+    return cfg
+
+
+def _wait_for_child(up: subprocess.Popen, timeout_s: float = 60):
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        kids = psutil.Process(up.pid).children()
+        if kids:
+            return kids[0]
+        time.sleep(0.05)
+    pytest.fail("supervisor started no child")
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_supervisor_never_leaves_children_behind(tmp_path: Path, cli_env, how: str) -> None:
+    """SIGTERM stops the stack cleanly with a summary; even SIGKILL takes the children along."""
+    import signal
+
+    import psutil
+
+    cfg = _small_daq_stack(tmp_path)
+    up = subprocess.Popen([sys.executable, "-m", "cortexcast", "up", "--config", str(cfg)],
+                          env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+    child = _wait_for_child(up)
+    log = tmp_path / "run" / "daq.log"
+    import time
+    deadline = time.monotonic() + 60
+    while "publishing" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline, "daq never started"
+        time.sleep(0.05)
+    up.send_signal(getattr(signal, how))
+    out, _ = up.communicate(timeout=60)
+    psutil.wait_procs([child], timeout=20)
+    assert not child.is_running(), f"{how}: the daq outlived its supervisor"
+    if how == "SIGTERM":
+        assert up.returncode == 0 and "cortexcast summary" in out
+        stats = json.loads((tmp_path / "run" / "daq.json").read_text())
+        assert stats["reason"] == "stopped by SIGTERM"
