@@ -61,6 +61,8 @@ def validate_stack(config: Path) -> tuple[StackSettings, dict[str, Any]]:
             from stream.record_cli import RecordSettings
             classes["record"] = RecordSettings
         loaded[name] = load_settings(classes[name], config, name)
+    if "record" in loaded and not loaded["record"].out:
+        raise ConfigError(f"{config}: [record] out is required (the recording file to create)")
     return stack, loaded
 
 
@@ -159,7 +161,7 @@ def write_sim_config(run_dir: Path, *, model: str = "bundled", headless: bool = 
                              if handshake else []),
                 "sim": {k: v for k, v in dataclasses.asdict(sim).items() if v is not None}},
         "decoder": {"frames_from": daq_ep, "publish": dec_ep, "rois": str(rois), "model": model,
-                    "frame_rate_hz": sim.imaging_rate_hz,
+                    "frame_rate_hz": sim.imaging_rate_hz, "stim_rate_hz": sim.stim_rate_hz,
                     "wait_for": ["reconstruction"] if handshake else []},
         "display": {"stimulus_from": daq_ep, "reconstruction_from": dec_ep, "port": port,
                     "headless": headless, "save": save},

@@ -59,10 +59,13 @@ class StatusBoard:
             self._hb.recv_all()
         st = self._hb.producer_status if self._hb is not None else {}
         daq, dec = st.get("daq", {}), st.get("decoder", {})
+        line = (f"frames {daq.get('frames', '–')} → decoded "
+                f"{dec.get('reconstructions_out', '–')}")
+        if self._stats_url is None:  # headless display: its figures come in the summary
+            return line + f" | decoder input drops {dec.get('drops', 0)} | display headless"
         disp = self._display_stats()
         e2e = disp.get("latency_ms", {}).get("end_to_end", {})
-        return (f"frames {daq.get('frames', '–')} → decoded {dec.get('reconstructions_out', '–')}"
-                f" → shown {disp.get('shown', '–')} | drops {dec.get('drops', 0)}"
+        return (line + f" → shown {disp.get('shown', '–')} | drops {dec.get('drops', 0)}"
                 f"/{disp.get('dropped', 0)} | e2e p50 {_fmt(e2e.get('p50'))} "
                 f"p99 {_fmt(e2e.get('p99'))} ms | r {_fmt(disp.get('correlation'), '.2f')}")
 
@@ -112,11 +115,11 @@ def print_summary(sup: Supervisor, reason: str, quiet: bool = False) -> dict[str
         for name in sup.failed:
             print(f"!! {name} failed; last lines of {sup.children[name].log_path}:")
             print(sup.children[name].log_tail())
-    print(f"frames acquired {summary['frames_acquired']}, decoded {summary['frames_decoded']}, "
-          f"displayed {summary['frames_displayed']} "
-          f"(reconstructions received {summary['reconstructions_received']})")
-    print(f"drops: decoder input {summary['drops']['decoder_in']}, display input "
-          f"{summary['drops']['display_in']}; bad messages: {summary['bad_messages']}")
+    print(f"frames acquired {_fmt(summary['frames_acquired'], '')}, decoded "
+          f"{_fmt(summary['frames_decoded'], '')}, displayed {_fmt(summary['frames_displayed'], '')}"
+          f" (reconstructions received {_fmt(summary['reconstructions_received'], '')})")
+    print(f"drops: decoder input {_fmt(summary['drops']['decoder_in'], '')}, display input "
+          f"{_fmt(summary['drops']['display_in'], '')}; bad messages: {summary['bad_messages']}")
     lat = summary["latency_ms"]
     if lat:
         print(f"{'latency (ms)':<32}{'p50':>8}{'p99':>8}{'max':>8}{'n':>8}")

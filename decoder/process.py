@@ -49,6 +49,8 @@ class DecoderSettings:
     """onnxruntime intra-op threads."""
     frame_rate_hz: float = 30.0
     """Imaging rate (Hz); sets the baseline time constants of the extraction."""
+    stim_rate_hz: float = 30.0
+    """Stimulus (output) frame rate (Hz): the clock reconstructions are named on."""
     extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
     publish_activity: bool = True
     """Also publish the ΔF/F vector of every frame on `activity`."""
@@ -64,6 +66,10 @@ class DecoderSettings:
             raise ValueError("'rois' is required: the ROI file that matches the imaging frames")
         if self.threads < 1:
             raise ValueError("threads must be >= 1")
+        if not 0 < self.frame_rate_hz <= 1000:
+            raise ValueError(f"frame_rate_hz must be in (0, 1000], got {self.frame_rate_hz}")
+        if not 0 < self.stim_rate_hz <= 1000:
+            raise ValueError(f"stim_rate_hz must be in (0, 1000], got {self.stim_rate_hz}")
 
 
 class SyncTracker:
@@ -110,7 +116,14 @@ class FrameDecoder:
                 f"file {settings.rois} has {self.rois.n_neurons}"
             )
         self.extract = ActivityExtractor(self.rois, settings.frame_rate_hz, settings.extraction)
-        self.sync = SyncTracker()
+        self.sync = SyncTracker(settings.stim_rate_hz / settings.frame_rate_hz)
+        if settings.stim_rate_hz != settings.frame_rate_hz:
+            # Models today take one activity vector per stimulus frame (the dataset's
+            # responses are on the stimulus clock); resampling slower imaging onto it is
+            # the next step (see docs/architecture.md, "Seams").
+            log.warning("imaging at %g Hz, stimulus at %g Hz: reconstructions are named on the "
+                        "stimulus clock, but the model still sees one vector per imaging frame",
+                        settings.frame_rate_hz, settings.stim_rate_hz)
         self.lag = self.pixels.card.lag
 
     def __call__(self, imaging_frame: int, pixels: np.ndarray) -> Decoded:

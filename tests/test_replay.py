@@ -214,7 +214,9 @@ def test_settings_load_from_toml(tmp_path):
                    '[replay]\nspeed = 2\ntopics = ["frames", "sync"]\nclock = "t_acq"\n')
     rec = load_settings(RecordSettings, cfg, "record", {"duration_s": 3.0})
     assert rec.endpoints == ("tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556")
-    assert (rec.topics, rec.out, rec.fsync_s, rec.duration_s) == (("frames",), "x.ccrec", 0.5, 3.0)
+    # a relative path in a config file is relative to that file
+    assert (rec.topics, rec.out, rec.fsync_s, rec.duration_s) == (
+        ("frames",), str(tmp_path / "x.ccrec"), 0.5, 3.0)
     rep = load_settings(ReplaySettings, cfg, "replay")
     assert (rep.speed, rep.topics, rep.clock) == (2.0, ("frames", "sync"), "t_acq")
     with pytest.raises(ConfigError, match="speed"):
