@@ -147,7 +147,7 @@ class Supervisor:
                 time.sleep(interval_s if until is None else
                            max(0.0, min(interval_s, until - time.monotonic())))
         except KeyboardInterrupt as exc:
-            return f"interrupted ({exc or 'Ctrl-C'})"
+            return f"interrupted ({str(exc) or 'Ctrl-C'})"
 
     def stop(self, timeout_s: float = 10.0, drain_s: float = 0.5) -> None:
         """SIGTERM front to back, waiting for each; SIGKILL what does not exit in time.
