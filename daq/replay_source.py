@@ -2,7 +2,7 @@
 
 A recording of the ``frames`` / ``sync`` / ``stimulus`` topics (made with
 ``cortexcast record``) turns back into the events a live source yields, mapped
-as in the topic table of docs/CONTRACTS.md:
+as in the topic table of docs/architecture.md:
 
 * ``frame``    -> :class:`ImagingFrame` (index = meta ``imaging_frame``, t = ``t_acq``,
   pixels = the array, the other meta keys kept in ``meta``);
