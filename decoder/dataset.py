@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 
+from decoder.mask_file import read_mask
+
 TIERS = ("train", "oracle", "live_test_main", "live_test_bonus",
          "final_test_main", "final_test_bonus", "none")
 """The Sensorium 2023 tiers, in the order they are reported."""
@@ -253,13 +255,7 @@ class SensoriumDataset:
         p = self.root / "eval_mask.npy"
         if not p.is_file():
             return None
-        try:
-            mask = np.load(p, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise DatasetError(f"{p}: cannot read: {exc}") from exc
-        if mask.shape != self.frame_shape:
-            raise DatasetError(f"{p}: mask is {mask.shape}, frames are {self.frame_shape}")
-        mask = mask.astype(bool)
+        mask = read_mask(p, self.frame_shape, DatasetError)
         if not mask.any():
             raise DatasetError(f"{p}: mask selects no pixel")
         return mask

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from decoder.mask_file import read_mask
+
 FORMAT = "cortexcast-pixel-decoder-1"
 MAX_WINDOW = 10
 """At most the 10 newest imaging frames (~300 ms at 30 Hz) feed one reconstruction."""
@@ -166,10 +168,4 @@ def load_mask(model_path: str | Path, shape: tuple[int, int] | None = None) -> n
     p = mask_path(model_path)
     if not p.is_file():
         return None
-    try:
-        mask = np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise ModelError(f"{p}: cannot read mask: {exc}") from exc
-    if mask.ndim != 2 or (shape is not None and mask.shape != tuple(shape)):
-        raise ModelError(f"{p}: mask has shape {mask.shape}, expected {shape or '2-D'}")
-    return mask.astype(bool)
+    return read_mask(p, shape, ModelError)

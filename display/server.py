@@ -33,6 +33,7 @@ from typing import Any, TextIO
 import numpy as np
 from aiohttp import web
 
+from decoder.mask_file import read_mask
 from display.correlation import CorrelationWorker
 from display.latency import END_TO_END_KEY
 from display.render import FrameSaver, compose, encode_frame
@@ -58,13 +59,7 @@ class DisplayError(RuntimeError):
 def load_mask(path: str | None) -> np.ndarray | None:
     if path is None:
         return None
-    try:
-        mask = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DisplayError(f"cannot read eval_mask {path}: {exc}") from exc
-    if mask.ndim != 2:
-        raise DisplayError(f"eval_mask {path} must be 2-D, got shape {mask.shape}")
-    return mask.astype(bool)
+    return read_mask(path, None, DisplayError)
 
 
 class Display:
