@@ -41,3 +41,18 @@ def cli_env() -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--hardware", action="store_true", default=False,
+                     help="also run tests marked 'hardware' (they need a real rig: an NI DAQ, "
+                          "a serial sync box, ScanImage); see docs/rig.md")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--hardware"):
+        return
+    skip = pytest.mark.skip(reason="needs a real rig: run with --hardware (docs/rig.md)")
+    for item in items:
+        if "hardware" in item.keywords:
+            item.add_marker(skip)
