@@ -26,6 +26,8 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("decoder.cli", "register_evaluate"),
     ("decoder.cli", "register_reconstruct"),
     ("cortexcast.bench", "register"),
+    ("decoder.closed_loop.cli", "register"),
+    ("cortexcast.doctor", "register"),
 ]
 
 

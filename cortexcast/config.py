@@ -117,16 +117,22 @@ def settings_from_table(cls: type[T], table: dict[str, Any], where: str = "confi
 #: Keys whose string values are file paths: relative ones in a config file are taken
 #: relative to that file's folder (so a run folder can be moved and `up` run from anywhere).
 PATH_KEYS = frozenset({"rois", "model", "recording", "eval_mask", "out", "save", "stats_out",
-                       "run_dir"})
+                       "run_dir", "reference", "session_stats", "clip_library", "log_file",
+                       "log", "target", "mask", "folder"})
 
 
 def resolve_paths(table: dict[str, Any], config_path: str | Path) -> dict[str, Any]:
-    """A copy of ``table`` with relative PATH_KEYS values made relative to the config's folder."""
+    """A copy of ``table`` with relative PATH_KEYS values made relative to the config's folder.
+
+    Sub-tables (``[decoder.motion]``, ``[daq.tiff]``, ...) are resolved the same way.
+    """
     base = Path(config_path).resolve().parent
     out = dict(table)
     for key, value in table.items():
-        if key in PATH_KEYS and isinstance(value, str) and value and value != "bundled" \
-                and not Path(value).is_absolute():
+        if isinstance(value, dict):
+            out[key] = resolve_paths(value, config_path)
+        elif key in PATH_KEYS and isinstance(value, str) and value and value != "bundled" \
+                and not Path(value).is_absolute() and "://" not in value:
             out[key] = str(base / value)
     return out
 

@@ -20,7 +20,7 @@ from cortexcast.config import ConfigError, load_settings, load_toml
 from cortexcast.status import StatusBoard, print_summary
 from cortexcast.supervisor import Supervisor
 
-KNOWN_PROCESSES = ("display", "decoder", "daq", "record")
+KNOWN_PROCESSES = ("display", "decoder", "daq", "record", "loop")
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,10 @@ def validate_stack(config: Path) -> tuple[StackSettings, dict[str, Any]]:
                                 "display": DisplaySettings}
     loaded: dict[str, Any] = {}
     for name in stack.processes:
+        if name == "loop":  # its rules' files resolve against the config's folder
+            from decoder.closed_loop.cli import loop_settings
+            loaded[name] = loop_settings(str(config))
+            continue
         if name == "record":
             from stream.record_cli import RecordSettings
             classes["record"] = RecordSettings
@@ -137,6 +141,8 @@ def write_sim_config(run_dir: Path, *, model: str = "bundled", headless: bool = 
     from daq.sim.settings import SimSettings
     from cortexcast.tomlwrite import dumps
 
+    if model != "bundled":  # the config lives in run_dir: relative paths would move with it
+        model = str(Path(model).resolve())
     card = load_card(resolve_model(model))
     sim_fields = {f.name for f in dataclasses.fields(SimSettings)}
     trained = {k: v for k, v in dict(card.extra.get("simulation", {})).items() if k in sim_fields}
@@ -156,9 +162,9 @@ def write_sim_config(run_dir: Path, *, model: str = "bundled", headless: bool = 
     config = {
         "stack": {"processes": ["display", "decoder", "daq"], "run_dir": str(run_dir)},
         "daq": {"publish": daq_ep,
-                # decoder (+ recorder) on frames, display (+ recorder) on stimulus
-                "wait_for": ([f"frames:{1 + bool(record)}", f"stimulus:{1 + bool(record)}"]
-                             if handshake else []),
+                # decoder (+ recorder) on frames and sync, display (+ recorder) on stimulus
+                "wait_for": ([f"frames:{1 + bool(record)}", f"sync:{1 + bool(record)}",
+                              f"stimulus:{1 + bool(record)}"] if handshake else []),
                 "sim": {k: v for k, v in dataclasses.asdict(sim).items() if v is not None}},
         "decoder": {"frames_from": daq_ep, "publish": dec_ep, "rois": str(rois), "model": model,
                     "frame_rate_hz": sim.imaging_rate_hz, "stim_rate_hz": sim.stim_rate_hz,

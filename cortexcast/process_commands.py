@@ -78,7 +78,8 @@ def register_daq(sub: argparse._SubParsersAction) -> None:
                        description="Run the acquisition process. Settings come from the [daq] "
                        "table of --config; flags override them.")
     p.add_argument("--config", help="TOML config file (table [daq], [daq.sim])")
-    p.add_argument("--source", choices=["sim", "replay"], help="backend (default sim)")
+    p.add_argument("--source", choices=["sim", "replay", "scanimage", "scanimage-bridge", "tiff"],
+                   help="frame backend (default sim); sync sources are set in the config")
     p.add_argument("--publish", help="endpoint to bind, e.g. tcp://127.0.0.1:5555")
     p.add_argument("--recording", help="recording file for --source replay")
     p.add_argument("--neurons", type=int, help="simulated neurons (100..100000)")

@@ -128,6 +128,13 @@ def print_summary(sup: Supervisor, reason: str, quiet: bool = False) -> dict[str
                   f"{_fmt(v.get('max'), '8.2f')}{v.get('n', 0):>8}")
     print(f"running pixel correlation (stimulus vs reconstruction): "
           f"{_fmt(summary['pixel_correlation'], '.3f')}")
+    loop = stats.get("loop")
+    if loop:
+        ms = loop.get("frame_to_output_ms") or {}
+        print(f"closed loop: fired {loop.get('fired_ok', 0)}, failed {loop.get('failed', 0)}, "
+              f"dropped (output busy) {loop.get('dropped_busy', 0)}; imaging frame -> output "
+              f"p50 {_fmt(ms.get('p50'), '.1f')} / p99 {_fmt(ms.get('p99'), '.1f')} / "
+              f"max {_fmt(ms.get('max'), '.1f')} ms")
     for name, r in summary["resources"].items():
         print(f"  {name:<8} cpu {r['cpu_s']:.1f} s ({r['cpu_percent']:.0f} %), "
               f"peak memory {r['peak_rss_mb']:.0f} MB")

@@ -23,9 +23,9 @@ from typing import Any, Callable
 import psutil
 
 #: Processes that accept --stats-out.
-_WITH_STATS = {"daq", "decoder", "display", "record"}
+_WITH_STATS = {"daq", "decoder", "display", "record", "loop"}
 #: Stop order: producers first so consumers can drain.
-_STOP_ORDER = ["daq", "replay", "decoder", "display", "record"]
+_STOP_ORDER = ["daq", "replay", "decoder", "display", "loop", "record"]
 
 
 @dataclass

@@ -15,8 +15,13 @@ from typing import Literal
 import numpy as np
 
 from cortexcast.runtime import Stop, ignore_stop_signals, install_stop_signals, write_json_atomic
+from daq.ni.settings import NiSettings
+from daq.scanimage.tiff_source import TiffSettings
+from daq.scanimage.zmq_source import BridgeSettings, ScanImageStreamSettings
+from daq.serial_sync.settings import SerialSettings
 from daq.sim.settings import SimSettings
 from daq.source import AcquisitionError, AcquisitionSource, ImagingFrame, StimulusFrame, SyncEvent
+from daq.stimulus_identity import StimulusSettings
 from stream.pubsub import Publisher, parse_wait_for
 
 log = logging.getLogger("daq")
@@ -26,10 +31,25 @@ log = logging.getLogger("daq")
 class DaqSettings:
     publish: str = "tcp://127.0.0.1:5555"
     """Endpoint the daq binds and publishes `frames`, `sync`, `stimulus` on."""
-    source: Literal["sim", "replay"] = "sim"
-    """Backend: the simulated rig, or a recording made with `cortexcast record`."""
+    source: Literal["sim", "replay", "scanimage", "scanimage-bridge", "tiff"] = "sim"
+    """Frame backend: the simulated rig, a recording made with `cortexcast record`,
+    ScanImage Premium's ZeroMQ stream, the MATLAB bridge (daq/matlab/), or ScanImage's
+    TIFF files as they are written (docs/scanimage.md)."""
     sim: SimSettings = field(default_factory=SimSettings)
     """Settings of the simulated rig (table [daq.sim])."""
+    scanimage: ScanImageStreamSettings = field(default_factory=ScanImageStreamSettings)
+    """ScanImage's own ZeroMQ stream, source = "scanimage" (table [daq.scanimage])."""
+    bridge: BridgeSettings = field(default_factory=BridgeSettings)
+    """The MATLAB frameAcquired bridge, source = "scanimage-bridge" (table [daq.bridge])."""
+    tiff: TiffSettings = field(default_factory=TiffSettings)
+    """Following ScanImage's TIFF files, source = "tiff" (table [daq.tiff])."""
+    sync: tuple[Literal["ni", "serial", "stimulus"], ...] = ()
+    """Sync/behaviour sources merged into the frame source's stream (daq/merged.py): "ni"
+    (NI-DAQmx frame clock + photodiode, [daq.ni]), "serial" (sync box / wheel, [daq.serial]),
+    "stimulus" (clip ids from the stimulus computer, [daq.stimulus]); see docs/rig.md."""
+    ni: NiSettings = field(default_factory=NiSettings)
+    serial: SerialSettings = field(default_factory=SerialSettings)
+    stimulus: StimulusSettings = field(default_factory=StimulusSettings)
     recording: str | None = None
     """Recording file for source = "replay"."""
     replay_paced: bool = True
@@ -48,8 +68,16 @@ class DaqSettings:
     def __post_init__(self) -> None:
         if self.source == "replay" and not self.recording:
             raise ValueError("source = 'replay' needs 'recording' (a file from cortexcast record)")
+        if self.source == "tiff" and not self.tiff.folder:
+            raise ValueError("source = 'tiff' needs [daq.tiff] folder (where ScanImage logs)")
         if self.hwm < 1:
             raise ValueError("hwm must be >= 1")
+        if len(set(self.sync)) != len(self.sync):
+            raise ValueError(f"sync names a source twice: {list(self.sync)}")
+        if "serial" in self.sync and not self.serial.port:
+            raise ValueError("sync includes 'serial' but [daq.serial] port is not set")
+        if "ni" in self.sync and "serial" in self.sync:
+            raise ValueError("sync can take imaging pulses from 'ni' or 'serial', not both")
 
 
 def make_source(settings: DaqSettings) -> AcquisitionSource:
@@ -57,9 +85,42 @@ def make_source(settings: DaqSettings) -> AcquisitionSource:
         from daq.sim.rig import SimulatedRig
 
         return SimulatedRig(settings.sim)
+    if settings.source in ("scanimage", "scanimage-bridge"):
+        from daq.scanimage.zmq_source import bridge_source, scanimage_stream_source
+
+        if settings.source == "scanimage":
+            return scanimage_stream_source(settings.scanimage)
+        return bridge_source(settings.bridge)
+    if settings.source == "tiff":
+        from daq.scanimage.tiff_source import TiffFollower
+
+        return TiffFollower(settings.tiff)
     from daq.replay_source import ReplaySource
 
     return ReplaySource(settings.recording, paced=settings.replay_paced)  # type: ignore[arg-type]
+
+
+def with_sync(frames: AcquisitionSource, settings: DaqSettings) -> AcquisitionSource:
+    """The frame source merged with the sync sources ``settings.sync`` names (if any)."""
+    if not settings.sync:
+        return frames
+    from daq.merged import MergedSource
+
+    syncs: dict[str, object] = {}
+    for name in settings.sync:
+        if name == "ni":
+            from daq.ni.source import NiSyncSource
+
+            syncs[name] = NiSyncSource(settings.ni)
+        elif name == "serial":
+            from daq.serial_sync.source import SerialSyncSource
+
+            syncs[name] = SerialSyncSource(settings.serial)
+        else:
+            from daq.stimulus_identity import StimulusIdentitySource
+
+            syncs[name] = StimulusIdentitySource(settings.stimulus)
+    return MergedSource(frames, syncs)  # type: ignore[return-value]
 
 
 class EventPublisher:
@@ -98,10 +159,14 @@ def run_daq(settings: DaqSettings) -> int:
     publish = EventPublisher(pub)
     started = time.monotonic()
     first_event: float | None = None
+    status_t = 0.0
     reason = "source ended"
     try:
-        with make_source(settings) as source:
-            log.info("publishing on %s (source: %s)", pub.address, settings.source)
+        with with_sync(make_source(settings), settings) as source:
+            source_status = getattr(source, "status", None)
+            source_status = source_status if callable(source_status) else None
+            log.info("publishing on %s (source: %s%s)", pub.address, settings.source,
+                     "".join(f" + {s}" for s in settings.sync))
             if settings.wait_for:
                 ok = pub.wait_for_subscribers(parse_wait_for(settings.wait_for),
                                               settings.wait_timeout_s)
@@ -111,6 +176,11 @@ def run_daq(settings: DaqSettings) -> int:
                 if first_event is None:
                     first_event = time.monotonic()
                 publish(event)
+                if source_status is not None and time.monotonic() - status_t > 0.5:
+                    pub.status.update(source_status())  # sync counters ride the heartbeat
+                    status_t = time.monotonic()
+            if source_status is not None:
+                pub.status.update(source_status())
     except Stop as sig:
         reason = f"stopped by {sig}"
     except AcquisitionError as exc:
@@ -118,11 +188,14 @@ def run_daq(settings: DaqSettings) -> int:
         raise
     finally:
         ignore_stop_signals()
-        pub.close()
+        # A source that ended on its own (a replay, a finite sim run) lets the last queued
+        # messages go out; a stop signal or a failure closes at once.
+        pub.close(linger_ms=1000 if reason == "source ended" else 0)
         now = time.monotonic()
         stats = {"process": "daq", "reason": reason, "elapsed_s": now - started,
                  "acquiring_s": now - first_event if first_event is not None else 0.0,
-                 "published": publish.counts}
+                 "published": publish.counts,
+                 "source": {k: v for k, v in pub.status.items() if k not in publish.counts}}
         log.info("%s: %s", reason, publish.counts)
         if settings.stats_out:
             write_json_atomic(settings.stats_out, stats)

@@ -17,15 +17,23 @@ on the video's time axis (read from the first pixel's time course). Opening a
 folder reads only file headers and that one time course per trial; arrays are
 memory-mapped until asked for.
 
-Responses withheld (files absent, or the first neuron's trace all NaN, as in
-the competition's test tiers) make ``has_responses`` False for those trials;
-callers report and skip such a tier instead of failing.
+Responses withheld (files absent, the first neuron's trace all NaN, or the
+first 64 neurons all exactly zero: the ways a test tier's placeholders can
+look) make ``has_responses`` False for those trials; callers report and skip
+such a tier instead of failing.
+
+Real Sensorium 2023 folders (e.g. ``dynamic29156-11-10-Video-...``) pad every
+trial to the same T (e.g. 324) with NaN after its last frame in the video,
+responses, behaviour and pupil centre alike; ``meta/statistics/<var>/`` holds
+``all/`` and ``stimulus_frames/`` subfolders of min/max/mean/median/std (the
+``all/`` ones are used); other files under ``meta/`` are ignored.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 import numpy as np
 
 from decoder.mask_file import read_mask
@@ -61,9 +69,12 @@ class SensoriumDataset:
             raise DatasetError(f"dataset folder {self.root} does not exist")
         missing = [r for r in REQUIRED if not (self.root / r).exists()]
         if missing:
+            inside = sorted(str(p.parent.parent) for p in self.root.glob("*/data/videos"))
+            hint = (f"; the mouse folder{'s' if len(inside) > 1 else ''} inside it: "
+                    f"{', '.join(inside[:5])} (pass one of those)") if inside else ""
             raise DatasetError(
                 f"{self.root} is not a dataset in the Sensorium 2023 layout: missing "
-                f"{', '.join(missing)}"
+                f"{', '.join(missing)}{hint}"
             )
         self.tiers_by_id = self._load_tiers()
         self.trials: dict[int, Trial] = {}
@@ -127,7 +138,7 @@ class SensoriumDataset:
                         f"got {resp.shape}"
                     )
                 neurons[tid] = int(resp.shape[0])
-                has = not bool(np.isnan(np.asarray(resp[0, :length], dtype=np.float64)).all())
+                has = not _withheld(resp, length)
             self.trials[tid] = Trial(tid, str(self.tiers_by_id[tid]), length, has)
         counts = sorted(set(neurons.values()))
         if len(counts) > 1:
@@ -225,11 +236,40 @@ class SensoriumDataset:
         """(T, 2) eye position x, y; None if absent."""
         return self._small("pupil_center", trial_id)
 
+    def behavior_rows(self, trial_id: int) -> np.ndarray | None:
+        """(T, 4) [pupil dilation, running speed, pupil x, pupil y] (the order ONNX models
+        take); NaN where a file is absent or short of rows, None if the trial has neither."""
+        beh, eye = self.behavior(trial_id), self.pupil_center(trial_id)
+        if beh is None and eye is None:
+            return None
+        out = np.full((self.length(trial_id), 4), np.nan, np.float32)
+        for cols, a in ((slice(0, 2), beh), (slice(2, 4), eye)):
+            if a is not None:
+                k = min(2, a.shape[1])
+                out[: len(a), cols.start: cols.start + k] = a[: len(out), :k]
+        return out
+
     def _small(self, kind: str, trial_id: int) -> np.ndarray | None:
         a = self.raw(kind, trial_id)
         if a is None:
             return None
         return np.ascontiguousarray(np.asarray(a[:, : self.length(trial_id)], np.float32).T)
+
+    def response_moments(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-neuron (mean, std, finite count) of the responses of trials ``ids``, one trial
+        in memory at a time (float64 sums; NaN/inf skipped)."""
+        n = self.n_neurons
+        s1, s2, count = np.zeros(n), np.zeros(n), np.zeros(n)
+        for tid in ids:
+            r = self.responses(tid).astype(np.float64)
+            ok = np.isfinite(r)
+            r = np.where(ok, r, 0.0)
+            s1 += r.sum(0)
+            s2 += (r * r).sum(0)
+            count += ok.sum(0)
+        safe = np.maximum(count, 1)
+        mean = s1 / safe
+        return mean, np.sqrt(np.maximum(s2 / safe - mean**2, 0.0)), count
 
     # ----------------------------------------------------------------- extras
     def statistics(self, variable: str) -> dict[str, np.ndarray]:
@@ -269,6 +309,17 @@ class SensoriumDataset:
             resp = "responses" if self.has_responses(tier) else "NO responses"
             lines.append(f"  {tier:<17} {len(ids):5d} trials {frames:8d} frames  {resp}")
         return "\n".join(lines)
+
+
+def _withheld(resp: np.ndarray, length: int, probe: int = 64) -> bool:
+    """True when a trial's responses are placeholders: its first neuron all NaN, or its first
+    ``probe`` neurons all exactly 0 (how a withheld test tier can be filled). Reads only those
+    rows of the memory map."""
+    first = np.asarray(resp[0, :length], dtype=np.float64)
+    if np.isnan(first).all():
+        return True
+    block = np.asarray(resp[:probe, :length], dtype=np.float64)
+    return bool(block.size) and not bool(np.any(block != 0))
 
 
 def _first_nan(trace: np.ndarray) -> int:

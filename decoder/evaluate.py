@@ -24,7 +24,8 @@ from decoder.metric import (
     SIGMA, START, STOP, estimate_eval_mask, mean_over_clips, per_clip_correlation,
 )
 from decoder.model_card import load_mask
-from decoder.pixel_decoder import DEFAULT_PROVIDERS, PixelDecoder
+from decoder.offline import decoder_for_dataset
+from decoder.pixel_decoder import DEFAULT_PROVIDERS
 from decoder.reconstruct import iter_reconstructions, missing_responses_message, tier_ids
 
 
@@ -93,10 +94,30 @@ def choose_mask(ds: SensoriumDataset, model_path: str | Path | None = None,
     return np.ones(ds.frame_shape, bool), "all pixels (no responses to estimate a mask from)"
 
 
+def load_reconstruction(ds: SensoriumDataset, folder: str | Path, tid: int,
+                        tier: str) -> np.ndarray:
+    """``folder/<tid>.npy``, checked against the trial's shape; DatasetError if absent/wrong."""
+    p = Path(folder) / f"{tid}.npy"
+    if not p.is_file():
+        raise DatasetError(f"{folder} has no reconstruction of trial {tid} ({p.name}); "
+                           f"run `cortexcast reconstruct --tier {tier}` first")
+    try:
+        recon = np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DatasetError(f"{p}: cannot read the reconstruction: {exc}") from exc
+    want = (ds.length(tid), *ds.frame_shape)
+    if recon.shape != want:
+        raise DatasetError(f"{p}: reconstruction is {recon.shape}, trial is {want}")
+    return recon
+
+
 def evaluate(data_dir: str | Path, tier: str, *, recon_dir: str | Path | None = None,
              model_path: str | Path | None = None, mask_file: str | Path | None = None,
+             mask: tuple[np.ndarray, str] | None = None,
              providers: Sequence[str] = DEFAULT_PROVIDERS, threads: int = 1) -> EvalResult:
     """Score one tier. Exactly one of ``recon_dir`` and ``model_path``.
+
+    ``mask`` (array, where it came from) overrides the choice of :func:`choose_mask`.
 
     Raises DatasetError when a reconstruction is missing or has the wrong shape,
     or (with ``model_path``) when the tier has no responses.
@@ -105,20 +126,13 @@ def evaluate(data_dir: str | Path, tier: str, *, recon_dir: str | Path | None = 
         raise ValueError("give exactly one of recon_dir and model_path")
     ds = SensoriumDataset(data_dir)
     ids = tier_ids(ds, tier)
-    mask, mask_source = choose_mask(ds, model_path, mask_file)
+    mask, mask_source = mask if mask is not None else choose_mask(ds, model_path, mask_file)
     per_clip: dict[int, float] = {}
     source = ""
     if recon_dir is not None:
         folder = Path(recon_dir)
         for tid in ids:
-            p = folder / f"{tid}.npy"
-            if not p.is_file():
-                raise DatasetError(f"{folder} has no reconstruction of trial {tid} ({p.name}); "
-                                   f"run `cortexcast reconstruct --tier {tier}` first")
-            recon = np.load(p, allow_pickle=False)
-            want = (ds.length(tid), *ds.frame_shape)
-            if recon.shape != want:
-                raise DatasetError(f"{p}: reconstruction is {recon.shape}, trial is {want}")
+            recon = load_reconstruction(ds, folder, tid, tier)
             per_clip[tid] = float(per_clip_correlation(recon, ds.video(tid), mask)[0])
         source = f"recon {folder}"
     elif model_path is not None:
@@ -126,7 +140,7 @@ def evaluate(data_dir: str | Path, tier: str, *, recon_dir: str | Path | None = 
         if why is not None:
             raise DatasetError(f"{why}; --model needs responses. To score this tier, pass "
                                "reconstructions made elsewhere with --recon")
-        decoder = PixelDecoder(model_path, providers=providers, threads=threads)
+        decoder = decoder_for_dataset(model_path, ds, providers=providers, threads=threads)
         for tid, recon in iter_reconstructions(ds, decoder, ids):
             per_clip[tid] = float(per_clip_correlation(recon, ds.video(tid), mask)[0])
         source = f"model {model_path}"

@@ -57,7 +57,7 @@ class ActivityExtractor:
     def fluorescence(self, frame: np.ndarray) -> np.ndarray:
         """Neuropil-corrected fluorescence Fc of one frame."""
         self.rois.check_frame(frame.shape)
-        x = frame.reshape(-1).astype(np.float32)
+        x = frame.reshape(-1).astype(np.float32, copy=False)  # motion-corrected: no copy
         f = self.rois.masks @ x
         fnp = self.rois.interp @ (self.rois.blocks @ x)
         return f - self.settings.neuropil_coef * fnp

@@ -4,8 +4,10 @@ Each trial's responses go through :meth:`PixelDecoder.push` one frame at a
 time, exactly as the live decoder feeds it, so frame t of the output is made
 from responses up to frame ``t + lag`` and never later. The decoder's window
 starts as zeros for every trial, and after the trial's last frame ``lag`` zero
-vectors are pushed to flush out the reconstructions of the trial's last
-``lag`` frames (the same padding the model was trained with).
+rows are pushed to flush out the reconstructions of the trial's last ``lag``
+frames (the same padding the model was trained with). A model with a
+``<stem>.norm.npz`` sees the dataset's responses re-standardised with the
+dataset's own statistics onto its training scale.
 Output: ``out_dir/<trial>.npy``, float32 ``(T, 36, 64)``, T = the trial's length.
 No torch.
 """
@@ -14,31 +16,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from decoder.dataset import DatasetError, SensoriumDataset
 from decoder.model_card import ModelError
+from decoder.offline import decoder_for_dataset, stream_trial
 from decoder.pixel_decoder import DEFAULT_PROVIDERS, PixelDecoder
 
 
-def reconstruct_trial(decoder: PixelDecoder, responses: np.ndarray) -> np.ndarray:
-    """(T, N) responses -> (T, H, W) float32 reconstructions of stimulus frames 0..T-1.
-
-    Resets the decoder first. Push k returns the frame ``k - lag``; the first
-    ``lag`` outputs (frames before the trial) are dropped.
-    """
-    t_len = responses.shape[0]
-    lag = decoder.lag
-    out = np.empty((t_len, *decoder.frame_shape), dtype=np.float32)
-    zeros = np.zeros(decoder.neurons, dtype=np.float32)
-    decoder.reset()
-    for k in range(t_len + lag):
-        frame = decoder.push(responses[k] if k < t_len else zeros)
-        if k >= lag:
-            out[k - lag] = frame
-    return out
+def reconstruct_trial(decoder: PixelDecoder, responses: np.ndarray,
+                      behavior: np.ndarray | None = None) -> np.ndarray:
+    """(T, N) responses (and (T, 4) behaviour) -> (T, H, W) float32 reconstructions of
+    stimulus frames 0..T-1, through the live path (:func:`decoder.offline.stream_trial`)."""
+    if not getattr(decoder, "has_behavior", False):
+        behavior = None
+    return stream_trial(decoder, responses, behavior)
 
 
 def check_neurons(ds: SensoriumDataset, decoder: PixelDecoder) -> None:
@@ -66,12 +60,21 @@ def missing_responses_message(ds: SensoriumDataset, tier: str) -> str | None:
     return None
 
 
-def iter_reconstructions(ds: SensoriumDataset, decoder: PixelDecoder,
-                         ids: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
-    """(trial id, (T, H, W) reconstruction) for each trial, one trial in memory at a time."""
+def iter_reconstructions(ds: SensoriumDataset, decoder: PixelDecoder, ids: Sequence[int],
+                         transform: Callable[[np.ndarray], np.ndarray] | None = None,
+                         ) -> Iterator[tuple[int, np.ndarray]]:
+    """(trial id, (T, H, W) reconstruction) for each trial, one trial in memory at a time.
+
+    ``transform`` maps each trial's (T, N) responses before decoding (e.g. the report's
+    neuron dropping). Models that take behaviour get the trial's behaviour rows.
+    """
     check_neurons(ds, decoder)
     for tid in ids:
-        yield tid, reconstruct_trial(decoder, ds.responses(tid))
+        resp = ds.responses(tid)
+        if transform is not None:
+            resp = transform(resp)
+        beh = ds.behavior_rows(tid) if getattr(decoder, "has_behavior", False) else None
+        yield tid, reconstruct_trial(decoder, resp, beh)
 
 
 @dataclass
@@ -88,7 +91,7 @@ def reconstruct(data_dir: str | Path, model_path: str | Path, tier: str, out_dir
                 progress: bool = False) -> ReconstructResult:
     """Write ``out_dir/<trial>.npy`` for every trial of ``tier``."""
     ds = SensoriumDataset(data_dir)
-    decoder = PixelDecoder(model_path, providers=providers, threads=threads)
+    decoder = decoder_for_dataset(model_path, ds, providers=providers, threads=threads)
     ids = tier_ids(ds, tier)
     why = missing_responses_message(ds, tier)
     if why is not None:

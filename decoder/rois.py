@@ -13,7 +13,8 @@ image and a bilinear interpolation from block centres to each neuron
 frame rather than one with thousands of pixels per neuron.
 
 Saved as ``.npz`` (``cortexcast`` ROI format). ROIs from suite2p's ``stat.npy``
-and CaImAn plug in by producing an ``ROISet`` (see :func:`from_pixel_lists`).
+and CaImAn plug in by producing an ``ROISet`` (see :func:`from_pixel_lists` and
+:mod:`decoder.roi_loaders`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class ROISet:
     interp: sp.csr_matrix  # (N, n_blocks) bilinear weights from block centres
     frame_shape: tuple[int, int]
     centroids: np.ndarray  # (N, 2) float32, (y, x) pixels
+    source: str = ""  # the file the ROIs came from, named in errors
 
     @property
     def n_neurons(self) -> int:
@@ -46,9 +48,10 @@ class ROISet:
 
     def check_frame(self, shape: Sequence[int]) -> None:
         if tuple(shape) != tuple(self.frame_shape):
+            where = f" ({self.source})" if self.source else ""
             raise ROIError(
-                f"frames are {tuple(shape)} but the ROIs were drawn on {tuple(self.frame_shape)} "
-                "frames; use the ROI file made for this field of view"
+                f"frames are {tuple(shape)} but the ROIs{where} were drawn on "
+                f"{tuple(self.frame_shape)} frames; use the ROI file made for this field of view"
             )
 
 

@@ -10,7 +10,7 @@ import pytest
 from cortexcast.cli import build_parser
 
 COMMANDS = ["demo", "up", "daq", "decoder", "display", "record", "replay", "simulate", "train",
-            "evaluate", "reconstruct", "bench"]
+            "evaluate", "reconstruct", "bench", "loop", "doctor"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

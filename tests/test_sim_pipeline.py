@@ -26,7 +26,7 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 def test_simulate_train_reconstruct_evaluate(tmp_path: Path, cli_env) -> None:
     pytest.importorskip("torch")
     data, model, recon = tmp_path / "mouse", tmp_path / "m" / "model.onnx", tmp_path / "recon"
-    _cli(cli_env, "simulate", "--out", str(data), "--neurons", "600", "--height", "128",
+    _cli(cli_env, "simulate", "--out", str(data), "--preset", "easy", "--neurons", "600", "--height", "128",
          "--width", "128", "--trials", "40", "--test-trials", "3", "--frames", "150",
          "--oracle-clips", "1", "--oracle-repeats", "2", "--warmup-s", "2")
     _cli(cli_env, "train", "--data", str(data), "--out", str(model), "--epochs", "20",

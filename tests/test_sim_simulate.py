@@ -15,7 +15,7 @@ from daq.sim.stimulus import TEST_IMAGES, TRAIN_IMAGES
 from decoder.dataset import SensoriumDataset
 from decoder.rois import load_rois
 
-SMALL = ["--neurons", "300", "--height", "128", "--width", "128", "--trials", "8",
+SMALL = ["--preset", "easy", "--neurons", "300", "--height", "128", "--width", "128", "--trials", "8",
          "--test-trials", "2", "--frames", "90", "--oracle-clips", "1", "--oracle-repeats", "3",
          "--warmup-s", "2"]
 

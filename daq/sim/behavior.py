@@ -6,7 +6,7 @@ that barely ran (mouse B) barely runs here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,6 +22,7 @@ class BehaviorSample:
     run_state: float  # 0..1, saturating function of smoothed running speed
     pupil_z: float  # pupil dilation z-score
     latent: np.ndarray  # (2,) shared slow fluctuations, unit variance
+    eye: np.ndarray = field(default_factory=lambda: np.zeros(2))  # (2,) true eye position x, y in eye-std units
 
     def as_dict(self) -> dict[str, float]:
         return {"running": self.running, "pupil": self.pupil,
@@ -31,9 +32,14 @@ class BehaviorSample:
 class BehaviorModel:
     """Call :meth:`step` once per imaging frame."""
 
-    def __init__(self, meta: MouseMeta, dt: float, rng: np.random.Generator) -> None:
+    def __init__(self, meta: MouseMeta, dt: float, rng: np.random.Generator,
+                 tracking_noise: float = 0.0,
+                 tracking_rng: np.random.Generator | None = None) -> None:
         self.dt = dt
         self.rng = rng
+        self.tracking_noise = tracking_noise
+        # its own generator: the noise of the eye camera does not change the mouse's behaviour
+        self.tracking_rng = tracking_rng or np.random.default_rng(0)
         pupil_mean, run_mean = meta.behavior_mean
         pupil_std, run_std = meta.behavior_std
         self.pupil_mean, self.pupil_std = float(pupil_mean), float(max(pupil_std, 1e-3))
@@ -77,11 +83,14 @@ class BehaviorModel:
             self.eye = np.clip(self.eye + rng.normal(0.0, 0.8, 2), -3, 3)
         self.eye = np.asarray(self._ou(self.eye, 3.0, 0.3))
         self.latent = np.asarray(self._ou(self.latent, 2.0, 1.0))
+        seen = self.eye
+        if self.tracking_noise > 0:
+            seen = self.eye + self.tracking_noise * self.tracking_rng.normal(size=2)
         return BehaviorSample(
             running=float(self.speed),
             pupil=float(max(self.pupil_mean + self.pupil_std * self.pupil_z, 1.0)),
-            pupil_x=float(self.eye_mean[0] + self.eye_std[0] * self.eye[0]),
-            pupil_y=float(self.eye_mean[1] + self.eye_std[1] * self.eye[1]),
+            pupil_x=float(self.eye_mean[0] + self.eye_std[0] * seen[0]),
+            pupil_y=float(self.eye_mean[1] + self.eye_std[1] * seen[1]),
             run_state=float(run_state), pupil_z=float(self.pupil_z),
-            latent=self.latent.astype(np.float32),
+            latent=self.latent.astype(np.float32), eye=self.eye.copy(),
         )

@@ -154,11 +154,19 @@ def retinotopy(coords_um: np.ndarray, all_coords_um: np.ndarray,
 def make_population(bank: FilterBank, rf_yx: np.ndarray, resp_mean: np.ndarray,
                     resp_std: np.ndarray, *, mean_rate_hz: float, running_gain: float,
                     shared_variability: float, dff_per_spike: float, dt: float,
-                    rng: np.random.Generator) -> Population:
-    """Draw every neuron's tuning; the standardisation is filled in by :func:`calibrate`."""
+                    rng: np.random.Generator, complex_fraction: float = TYPE_FRACTIONS[COMPLEX],
+                    nonvisual_fraction: float = TYPE_FRACTIONS[NONVISUAL],
+                    weak_fraction: float = 0.0, weak_drive: float = 1.0,
+                    pupil_gain: float = 0.15) -> Population:
+    """Draw every neuron's tuning; the standardisation is filled in by :func:`calibrate`.
+
+    With the default keyword arguments the draws are exactly those of the original
+    simulator (the new knobs only ever add draws after the original ones).
+    """
     n = rf_yx.shape[0]
     h, w = STIM_SHAPE
-    cell = rng.choice(len(TYPE_FRACTIONS), size=n, p=TYPE_FRACTIONS)
+    cell = rng.choice(len(TYPE_FRACTIONS), size=n,
+                      p=type_fractions(complex_fraction, nonvisual_fraction))
     ori = rng.integers(ORIENTATIONS, size=n)
     sf = rng.integers(len(WAVELENGTHS_PX), size=n)
     dog = rng.integers(len(DOG_SIGMAS_PX), size=n)
@@ -183,17 +191,35 @@ def make_population(bank: FilterBank, rf_yx: np.ndarray, resp_mean: np.ndarray,
     slope = np.where(cell == NONVISUAL, 0.0, rng.uniform(1.2, 2.0, n))
     beta_run = rng.normal(running_gain, 0.5 * running_gain + 1e-9, n)
     beta_run *= np.where(rng.random(n) < 0.15, -0.5, 1.0)  # a minority is suppressed
-    return Population(
+    pop = Population(
         cell_type=cell, rf_yx=rf_yx, rf_sigma=bank.rf_sigma[m_even], gather=gather,
         c_even=c_even, c_odd=c_odd, energy=energy,
         a_fast=1 - np.exp(-dt / tau_fast), a_slow=1 - np.exp(-dt / tau_slow),
         biphasic=rng.uniform(0.2, 0.8, n),
         drive_mean=np.zeros(n), drive_std=np.ones(n), slope=slope, bias=bias,
         rate_scale=rate,  # divided by the calibrated mean softplus in calibrate()
-        beta_run=beta_run, beta_pupil=rng.normal(0.15, 0.15, n),
+        beta_run=beta_run, beta_pupil=rng.normal(pupil_gain, 0.15, n),
         loadings=rng.normal(0.0, shared_variability / np.sqrt(2), (n, 2)),
         dff_amp=dff_per_spike * rng.lognormal(0.0, 0.3, n),
     )
+    if weak_fraction > 0:  # drawn last: the other draws stay those of the original animal
+        weak = rng.random(n) < weak_fraction
+        pop = replace(pop, slope=np.where(weak, weak_drive * slope, slope))
+    return pop
+
+
+def type_fractions(complex_fraction: float, nonvisual_fraction: float) -> tuple[float, ...]:
+    """Probabilities of (simple, complex, ON, OFF, non-visual); the default ones exactly
+    when the knobs are at their defaults, else simple/ON/OFF share the rest in proportion."""
+    if (complex_fraction, nonvisual_fraction) == (TYPE_FRACTIONS[COMPLEX],
+                                                  TYPE_FRACTIONS[NONVISUAL]):
+        return TYPE_FRACTIONS
+    rest = 1.0 - complex_fraction - nonvisual_fraction
+    base = TYPE_FRACTIONS[SIMPLE] + TYPE_FRACTIONS[ON] + TYPE_FRACTIONS[OFF]
+    p = [TYPE_FRACTIONS[SIMPLE] / base * rest, complex_fraction,
+         TYPE_FRACTIONS[ON] / base * rest, TYPE_FRACTIONS[OFF] / base * rest,
+         nonvisual_fraction]
+    return tuple(float(x) / sum(p) for x in p)
 
 
 class NeuralState:

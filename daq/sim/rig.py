@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import scipy.sparse as sp
+from scipy import ndimage
 
 from daq.sim.behavior import BehaviorModel
 from daq.sim.layout import Layout, build_layout
@@ -39,7 +40,7 @@ if TYPE_CHECKING:  # decoder is imported lazily: daq does not need it to run
 
 # Stream tags: which part of the animal / session a random generator draws.
 _LAYOUT, _RF, _POP, _CAL, _SCOPE = 1, 2, 3, 4, 5
-_MOVIE, _BEHAVIOR, _SPIKES, _SCOPE_SESSION, _PHOTODIODE = 11, 12, 13, 14, 15
+_MOVIE, _BEHAVIOR, _SPIKES, _SCOPE_SESSION, _PHOTODIODE, _TRACKING = 11, 12, 13, 14, 15, 16
 CALIBRATION_FRAMES = 240
 PHOTODIODE_LOW_V, PHOTODIODE_HIGH_V = 0.05, 1.2
 
@@ -105,7 +106,11 @@ class SimulatedRig:
         self.clips = None if clips is None else _check_clips(clips)
         self.meta = load_mouse(s.mouse)
         self.dt = 1.0 / s.imaging_rate_hz
-        self.latency_frames = int(round(s.latency_s * s.imaging_rate_hz))
+        # Neurons run at least at the stimulus rate: a slower microscope integrates several
+        # neural steps per imaging frame (one step per frame when the rates match).
+        self.substeps = max(1, math.ceil(s.stim_rate_hz / s.imaging_rate_hz - 1e-9))
+        self.dt_neural = self.dt / self.substeps
+        self.latency_frames = int(round(s.latency_s / self.dt_neural))
         animal = (s.seed, s.mouse_index)
         self.layout: Layout = build_layout(self.meta, s.n_neurons,
                                            (s.frame_height, s.frame_width),
@@ -117,7 +122,9 @@ class SimulatedRig:
             self.bank, rf_yx, self.meta.resp_mean[src], self.meta.resp_std[src],
             mean_rate_hz=s.mean_rate_hz, running_gain=s.running_gain,
             shared_variability=s.shared_variability, dff_per_spike=s.dff_per_spike,
-            dt=self.dt, rng=_rng(*animal, _POP))
+            dt=self.dt_neural, rng=_rng(*animal, _POP), complex_fraction=s.complex_fraction,
+            nonvisual_fraction=s.nonvisual_fraction, weak_fraction=s.weak_fraction,
+            weak_drive=s.weak_drive, pupil_gain=s.pupil_gain)
         calib = MovieGenerator(load_pool("all"), _rng(*animal, _CAL), 30.0, 1.0, 4.0,
                                self.meta.video_mean, self.meta.video_std)
         self.population: Population = calibrate(pop, self.bank, calib.clip(CALIBRATION_FRAMES),
@@ -205,10 +212,19 @@ class SimulatedRig:
         except (ValueError, FloatingPointError, MemoryError) as exc:
             raise AcquisitionError(f"simulated rig failed: {exc}") from exc
 
+    def retina(self, pixels: np.ndarray, eye: np.ndarray) -> np.ndarray:
+        """The image on the retina: the screen seen from eye position ``eye`` (x, y, eye-std
+        units): retina(r, c) = screen(r + gaze_y, c + gaze_x), gaze = eye_shift_px × eye;
+        beyond the screen's edge, the mean grey (bilinear, sub-pixel)."""
+        gx, gy = self.settings.eye_shift_px * np.asarray(eye, np.float64)
+        return ndimage.shift(np.asarray(pixels, np.float32), (-gy, -gx), order=1,
+                             mode="constant", cval=float(self.meta.video_mean))
+
     def _events(self) -> Iterator[Event]:
         s = self.settings
         key = (s.session_seed, s.seed, s.mouse_index)
-        behavior = BehaviorModel(self.meta, self.dt, _rng(*key, _BEHAVIOR))
+        behavior = BehaviorModel(self.meta, self.dt, _rng(*key, _BEHAVIOR),
+                                 s.eye_tracking_noise, _rng(*key, _TRACKING))
         spikes_rng = _rng(*key, _SPIKES)
         pd_rng = _rng(*key, _PHOTODIODE)
         state = NeuralState(self.population, self.latency_frames)
@@ -217,36 +233,69 @@ class SimulatedRig:
         n_stim = None if self.clips is None else sum(c.shape[0] for c in self.clips)
         max_frames = None if s.duration_s is None else max(1, round(s.duration_s / self.dt))
         period = 1.0 / s.stim_rate_hz
-        decay = math.exp(-self.dt / s.calcium_decay_s)
-        rise = 1.0 - math.exp(-self.dt / s.calcium_rise_s)
+        n_sub, sub_dt = self.substeps, self.dt_neural
+        decay = math.exp(-sub_dt / s.calcium_decay_s)
+        rise = 1.0 - math.exp(-sub_dt / s.calcium_rise_s)
         k_pd = s.photodiode_samples
         pd_phase = (np.arange(k_pd) + 0.5) / k_pd * self.dt
+        moving_eye = s.eye_shift_px > 0
         drive = self._gray
+        screen = np.full(STIM_SHAPE, round(self.meta.video_mean), np.float32)
+        fetched: dict[int, tuple[np.ndarray, str, int]] = {}  # read ahead for the neurons
+
+        def stimulus(j: int) -> tuple[np.ndarray, str, int]:
+            while j not in fetched:
+                fetched[len(fetched) + first[0]] = next(stimuli)
+            return fetched[j]
+
+        first = [0]  # index of the oldest stimulus frame still held in ``fetched``
         shown = -1  # stimulus frame on screen
-        nxt = 0  # next stimulus frame to show
+        nxt = 0  # next stimulus frame to show (as an event)
+        seen = 0  # next stimulus frame the neurons see
         pacer = Pacer(s.imaging_rate_hz) if s.paced else None
         i = 0
         while not self._closed and (max_frames is None or i < max_frames):
             t = i * self.dt
             mid = t + self.dt / 2
             new: list[StimulusFrame] = []
-            acc = None
             while (n_stim is None or nxt < n_stim) and s.monitor_delay_s + nxt * period <= mid:
-                pixels, clip, clip_frame = next(stimuli)
+                pixels, clip, clip_frame = stimulus(nxt)
                 new.append(StimulusFrame(nxt, s.monitor_delay_s + nxt * period, pixels,
                                          clip, clip_frame))
-                acc = pixels.astype(np.float32) if acc is None else acc + pixels
                 shown = nxt
                 nxt += 1
             if n_stim is not None and nxt >= n_stim and (
                     shown < 0 or s.monitor_delay_s + (shown + 1) * period <= mid):
                 return  # the last clip frame has left the screen
-            if acc is not None:  # the bank is linear: filter the mean of the frames shown
-                drive = self.bank(acc / len(new) if len(new) > 1 else acc).copy()
             beh = behavior.step()
-            state.step(drive, beh.run_state, beh.pupil_z, beh.latent, self.dt, decay, rise,
-                       spikes_rng)
-            pixels = scope.render(t, self.dt, state.dff, beh.run_state)
+            dff = None
+            spikes = None
+            for k in range(n_sub):
+                when = t + (k + 0.5) * sub_dt
+                acc, count = None, 0
+                while (n_stim is None or seen < n_stim) and \
+                        s.monitor_delay_s + seen * period <= when:
+                    pixels = stimulus(seen)[0]
+                    acc = pixels.astype(np.float32) if acc is None else acc + pixels
+                    count += 1
+                    seen += 1
+                if acc is not None:  # the bank is linear: filter the mean of the frames shown
+                    screen = acc / count if count > 1 else acc
+                if moving_eye:
+                    drive = self.bank(self.retina(screen, beh.eye)).copy()
+                elif acc is not None:
+                    drive = self.bank(screen).copy()
+                state.step(drive, beh.run_state, beh.pupil_z, beh.latent, sub_dt, decay, rise,
+                           spikes_rng)
+                if n_sub > 1:  # the microscope integrates over its frame
+                    dff = state.dff / n_sub if dff is None else dff + state.dff / n_sub
+                    spikes = state.spikes if spikes is None else spikes + state.spikes
+            for j in [j for j in fetched if j < min(nxt, seen)]:
+                del fetched[j]
+            first[0] = min(nxt, seen)
+            if n_sub == 1:
+                dff, spikes = state.dff, state.spikes
+            pixels = scope.render(t, self.dt, dff, beh.run_state)
             # photodiode: square wave toggled by every flip, seen after the monitor delay
             on = np.floor((t + pd_phase - s.monitor_delay_s) / period).astype(np.int64)
             if n_stim is not None:
@@ -257,8 +306,8 @@ class SimulatedRig:
             t_mono = pacer.wait(i) if pacer is not None else time.monotonic_ns()
             if self._closed:
                 return
-            self._truth = {"dff": state.dff.copy(), "calcium": state.calcium.copy(),
-                           "spikes": state.spikes, "rate": state.rate}
+            self._truth = {"dff": np.array(dff, np.float32), "calcium": state.calcium.copy(),
+                           "spikes": spikes, "rate": state.rate}
             yield from new
             yield ImagingFrame(i, t, pixels, {"t_mono_ns": int(t_mono), "shift": scope.shift})
             yield SyncEvent(i, t, shown,

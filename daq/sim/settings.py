@@ -92,6 +92,23 @@ class SimSettings:
     """GCaMP decay time constant (s, 0.05..5)."""
     dff_per_spike: float = 0.25
     """Median ΔF/F of one spike (0.01..5)."""
+    complex_fraction: float = 0.30
+    """Fraction of phase-invariant complex cells (0..0.9); simple/ON/OFF share the rest."""
+    nonvisual_fraction: float = 0.10
+    """Fraction of neurons with no visual drive at all (0..0.9)."""
+    weak_fraction: float = 0.0
+    """Fraction of the visual neurons that are only weakly driven (0..1)."""
+    weak_drive: float = 0.3
+    """Drive slope of the weakly driven neurons, relative to the others (0..1)."""
+    pupil_gain: float = 0.15
+    """Mean log-gain increase of responses per unit of pupil z-score (arousal; -1..3)."""
+    eye_shift_px: float = 0.0
+    """Retinal image shift (stimulus px) per unit of eye position (eye std units, 0..10):
+    the neurons see the screen shifted by where the eye points; 0: the eye does not move
+    the image."""
+    eye_tracking_noise: float = 0.0
+    """Noise of the reported pupil centre (eye std units, 0..2); the report is otherwise an
+    exact linear function of the eye position."""
 
     # -- stimulus screen -------------------------------------------------------------------------
     stim_rate_hz: float = 30.0
@@ -143,6 +160,16 @@ class SimSettings:
         _check_range("calcium_rise_s", self.calcium_rise_s, 0.001, 1.0)
         _check_range("calcium_decay_s", self.calcium_decay_s, 0.05, 5.0)
         _check_range("dff_per_spike", self.dff_per_spike, 0.01, 5.0)
+        _check_range("complex_fraction", self.complex_fraction, 0.0, 0.9)
+        _check_range("nonvisual_fraction", self.nonvisual_fraction, 0.0, 0.9)
+        if self.complex_fraction + self.nonvisual_fraction > 0.95:
+            raise ValueError("complex_fraction + nonvisual_fraction must be <= 0.95, got "
+                             f"{self.complex_fraction + self.nonvisual_fraction:g}")
+        _check_range("weak_fraction", self.weak_fraction, 0.0, 1.0)
+        _check_range("weak_drive", self.weak_drive, 0.0, 1.0)
+        _check_range("pupil_gain", self.pupil_gain, -1.0, 3.0)
+        _check_range("eye_shift_px", self.eye_shift_px, 0.0, 10.0)
+        _check_range("eye_tracking_noise", self.eye_tracking_noise, 0.0, 2.0)
         _check_range("monitor_delay_s", self.monitor_delay_s, 0.0, 0.1)
         _check_range("photodiode_samples", self.photodiode_samples, 1, 1000)
         _check_range("photodiode_noise_v", self.photodiode_noise_v, 0.0, 1.0)

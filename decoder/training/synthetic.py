@@ -81,11 +81,20 @@ def write_synthetic_dataset(
 
 def write_linear_model(path: str | Path, *, neurons: int, window: int = 10, lag: int = 5,
                        height: int = 36, width: int = 64, seed: int = 0,
-                       card_neurons: int | None = None) -> Path:
+                       card_neurons: int | None = None, behavior: bool = False,
+                       components: int | None = None,
+                       norm: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
     """A random linear ONNX model (window -> frame) with its card, without torch.
 
     A stand-in for a trained model where only the plumbing matters (timing,
     errors, streaming). ``card_neurons`` writes a deliberately wrong card.
+    ``behavior`` adds the optional ``"behavior"`` input (1, W, 4), used
+    linearly, and the card's ``behavior_inputs``/``behavior_mean``.
+    ``components`` shapes it like ridge (each row projected onto that many
+    components, then window -> pixels), which is also what a realistic
+    per-frame cost at thousands of neurons needs. ``norm = (resp_mean,
+    resp_std)`` writes ``<stem>.norm.npz`` (the statistics it was "trained"
+    with) and z-scores the activity inside the graph with them.
     Needs the ``onnx`` package (a dev/train extra).
     """
     import onnx
@@ -94,26 +103,64 @@ def write_linear_model(path: str | Path, *, neurons: int, window: int = 10, lag:
     from decoder.model_card import ModelCard, save_card
 
     rng = np.random.default_rng(seed)
-    w = rng.normal(0, 1.0 / np.sqrt(window * neurons), (window * neurons, height * width))
+    f32 = np.float32
+    nodes, inits = [], []
+
+    def const(name: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(value, name))
+        return name
+
+    x = "activity"
+    if norm is not None:
+        mean, std = (np.asarray(v, np.float64).ravel() for v in norm)
+        nodes += [helper.make_node("Sub", [x, const("resp_mean", mean.astype(f32))], ["centred"]),
+                  helper.make_node("Mul", ["centred", const(
+                      "resp_scale", (1.0 / np.maximum(std, 1e-6)).astype(f32))], ["z"])]
+        x = "z"
+    width_in = neurons
+    if components is not None:
+        proj = rng.normal(0, 1.0 / np.sqrt(neurons), (neurons, components)).astype(f32)
+        nodes.append(helper.make_node("MatMul", [x, const("components", proj)], ["pcs"]))
+        x, width_in = "pcs", components
+    w = rng.normal(0, 1.0 / np.sqrt(window * width_in), (window * width_in, height * width))
+    nodes += [helper.make_node("Reshape", [x, const("flat_shape", np.array(
+                  [1, window * width_in], np.int64))], ["flat"]),
+              helper.make_node("MatMul", ["flat", const("weight", w.astype(f32))], ["mm"]),
+              helper.make_node("Add", ["mm", const("bias", np.full(height * width, 80.0, f32))],
+                               ["lin"])]
+    out = "lin"
+    inputs = [helper.make_tensor_value_info("activity", TensorProto.FLOAT,
+                                            [1, window, neurons])]
+    extra: dict = {}
+    if behavior:
+        beh_mean = np.array([5.0, 2.0, 0.0, 0.0], f32)
+        wb = rng.normal(0, 10.0 / np.sqrt(window * 4), (window * 4, height * width)).astype(f32)
+        nodes += [helper.make_node("Sub", ["behavior", const("beh_mean", beh_mean)], ["bc"]),
+                  helper.make_node("Reshape", ["bc", const("beh_flat_shape", np.array(
+                      [1, window * 4], np.int64))], ["bflat"]),
+                  helper.make_node("MatMul", ["bflat", const("beh_weight", wb)], ["bmm"]),
+                  helper.make_node("Add", ["lin", "bmm"], ["lin_b"])]
+        out = "lin_b"
+        inputs.append(helper.make_tensor_value_info("behavior", TensorProto.FLOAT,
+                                                    [1, window, 4]))
+        extra = {"behavior_inputs": ["pupil", "running", "pupil_x", "pupil_y"],
+                 "behavior_mean": beh_mean.tolist()}
+    nodes.append(helper.make_node("Reshape", [out, const("frame_shape", np.array(
+        [1, height, width], np.int64))], ["frame"]))
     graph = helper.make_graph(
-        [helper.make_node("Reshape", ["activity", "flat_shape"], ["flat"]),
-         helper.make_node("MatMul", ["flat", "weight"], ["mm"]),
-         helper.make_node("Add", ["mm", "bias"], ["lin"]),
-         helper.make_node("Reshape", ["lin", "frame_shape"], ["frame"])],
-        "linear_window_decoder",
-        [helper.make_tensor_value_info("activity", TensorProto.FLOAT, [1, window, neurons])],
-        [helper.make_tensor_value_info("frame", TensorProto.FLOAT, [1, height, width])],
-        [numpy_helper.from_array(np.array([1, window * neurons], np.int64), "flat_shape"),
-         numpy_helper.from_array(w.astype(np.float32), "weight"),
-         numpy_helper.from_array(np.full(height * width, 80.0, np.float32), "bias"),
-         numpy_helper.from_array(np.array([1, height, width], np.int64), "frame_shape")],
-    )
+        nodes, "linear_window_decoder", inputs,
+        [helper.make_tensor_value_info("frame", TensorProto.FLOAT, [1, height, width])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
+    if norm is not None:
+        np.savez(path.with_suffix(".norm.npz"), resp_mean=np.asarray(norm[0], f32),
+                 resp_std=np.asarray(norm[1], f32),
+                 behavior_mean=np.array([5.0, 2.0, 0.0, 0.0], f32),
+                 behavior_std=np.ones(4, f32))
     save_card(ModelCard(neurons=card_neurons or neurons, window=window, lag=lag, height=height,
-                        width=width, method="random linear (test stand-in)"), path)
+                        width=width, method="random linear (test stand-in)", extra=extra), path)
     return path

@@ -1,4 +1,4 @@
-"""Training data as causal windows, streamed from the dataset a few trials at a time.
+"""Training data as causal windows, and the normalisation statistics training uses.
 
 The window for stimulus frame t holds responses ``t + lag - W + 1 .. t + lag``.
 Each trial's responses are padded with ``W - 1 - lag`` zero rows before and
@@ -10,10 +10,9 @@ sees at the start of a stream and what ``reconstruct`` feeds after a trial ends.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
-import torch
 
 from decoder.dataset import SensoriumDataset
 
@@ -57,72 +56,14 @@ def normalisation(ds: SensoriumDataset, train_ids: Sequence[int]) -> Normalisati
                              np.asarray(rs["std"], np.float32).ravel(),
                              float(np.mean(vs["mean"])), float(np.mean(vs["std"])),
                              "dataset statistics")
-    s1, s2, count = np.zeros(n), np.zeros(n), np.zeros(n)
+    mean, std, _ = ds.response_moments(train_ids)
     v1 = v2 = vcount = 0.0
     for tid in train_ids:
-        r = ds.responses(tid).astype(np.float64)
-        ok = np.isfinite(r)
-        r = np.where(ok, r, 0.0)
-        s1 += r.sum(0)
-        s2 += (r * r).sum(0)
-        count += ok.sum(0)
         v = ds.video(tid).astype(np.float64)
         v1 += float(v.sum())
         v2 += float((v * v).sum())
         vcount += v.size
-    count = np.maximum(count, 1)
-    mean = s1 / count
-    std = np.sqrt(np.maximum(s2 / count - mean**2, 0.0))
     vmean = v1 / max(vcount, 1)
     vstd = float(np.sqrt(max(v2 / max(vcount, 1) - vmean**2, 0.0)))
     return Normalisation(mean.astype(np.float32), std.astype(np.float32), vmean, vstd,
                          "computed from training trials")
-
-
-@dataclass
-class Chunk:
-    """A few trials on the device: padded responses and targets, concatenated."""
-
-    padded: torch.Tensor     # (sum(T + W - 1), N)
-    videos: torch.Tensor     # (sum(T), H, W), 0..255
-    starts: list[tuple[int, int, int]]  # per trial: (padded offset, video offset, T)
-
-
-def load_chunk(ds: SensoriumDataset, ids: Sequence[int], window: int, lag: int,
-               device: torch.device) -> Chunk:
-    pads, vids, starts = [], [], []
-    p_off = v_off = 0
-    for tid in ids:
-        resp = ds.responses(tid)
-        vid = ds.video(tid)
-        pads.append(pad_responses(resp, window, lag))
-        vids.append(vid)
-        starts.append((p_off, v_off, len(vid)))
-        p_off += len(pads[-1])
-        v_off += len(vid)
-    return Chunk(torch.from_numpy(np.concatenate(pads)).to(device),
-                 torch.from_numpy(np.concatenate(vids)).to(device), starts)
-
-
-def segment_batches(chunk: Chunk, segment: int, segments: int, window: int,
-                    rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Random (segments, segment + W - 1, N) padded slices and their (segments, segment, H, W)
-    targets, about one pass over the chunk's frames."""
-    total = sum(t for _, _, t in chunk.starts)
-    steps = max(1, total // (segment * segments))
-    lengths = np.array([t for _, _, t in chunk.starts], dtype=np.float64)
-    probs = lengths / lengths.sum()
-    device = chunk.padded.device
-    span = torch.arange(segment + window - 1, device=device)
-    tspan = torch.arange(segment, device=device)
-    for _ in range(steps):
-        which = rng.choice(len(chunk.starts), size=segments, p=probs)
-        p_idx, v_idx = [], []
-        for i in which:
-            p_off, v_off, t = chunk.starts[i]
-            s = int(rng.integers(0, t - segment + 1))
-            p_idx.append(p_off + s)
-            v_idx.append(v_off + s)
-        p = torch.as_tensor(p_idx, device=device)[:, None] + span
-        v = torch.as_tensor(v_idx, device=device)[:, None] + tspan
-        yield chunk.padded[p], chunk.videos[v]

@@ -1,0 +1,69 @@
+"""`cortexcast loop`: run the closed-loop rules of a config's [loop] table."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from cortexcast.config import ConfigError, load_toml, settings_from_table
+
+
+def loop_settings(config: str | None, overrides: dict[str, Any] | None = None,
+                  check_files: bool = True):  # -> LoopSettings
+    """[loop] of ``config`` (relative files resolved against its folder), flags on top.
+
+    ``check_files`` also reads each rule's target/mask, so `up` stops before starting
+    anything when one is missing or misshapen (ConfigError naming rule and file).
+    """
+    from decoder.closed_loop.process import LoopSettings, resolve_loop_paths
+    from decoder.closed_loop.rules import RuleError, build_rule
+
+    table: dict[str, Any] = {}
+    where = "loop"
+    if config:
+        raw = load_toml(config).get("loop", {})
+        where = f"{config}: [loop]"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where} must be a table")
+        table = resolve_loop_paths(raw, config)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            table[key] = value
+    settings = settings_from_table(LoopSettings, table, where)
+    if check_files:
+        for rule in settings.rules:
+            try:
+                build_rule(rule)
+            except RuleError as exc:
+                raise ConfigError(f"{where}: {exc}") from exc
+    return settings
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cortexcast.runtime import setup_logging
+    from decoder.closed_loop.process import run_loop
+    from decoder.closed_loop.rules import RuleError
+
+    setup_logging("loop", getattr(args, "log_level", "INFO"))
+    settings = loop_settings(args.config, {
+        "reconstruction_from": args.reconstruction_from, "publish": args.publish,
+        "log": args.log, "duration_s": args.duration, "stats_out": args.stats_out})
+    try:
+        return run_loop(settings)
+    except RuleError as exc:  # a rule's target/mask file: the user's input
+        raise ConfigError(str(exc)) from exc
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("loop", help="closed loop: rules on reconstructions fire TTL/serial "
+                       "triggers", description="Evaluate the [[loop.rules]] of --config on "
+                       "every reconstruction; each firing drives its output (NI TTL pulse, "
+                       "serial command, or log only), is appended to the firing log with its "
+                       "latency from the imaging frame, and is published on topic 'loop'.")
+    p.add_argument("--config", required=True, help="rig config (TOML) with a [loop] table")
+    p.add_argument("--reconstruction-from", help="decoder endpoint, e.g. tcp://127.0.0.1:5556")
+    p.add_argument("--publish", help="endpoint to bind for topic 'loop'")
+    p.add_argument("--log", help="firing log (JSON lines; appended)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--stats-out", help="write a JSON of counters and latencies here on exit")
+    p.set_defaults(func=_run)

@@ -1,0 +1,234 @@
+"""One mouse's part of ``cortexcast train --method decoder``: data, fit, export.
+
+:func:`prepare_mouse` does everything up to the ridge branch (dataset checks, mask, front
+end, feature caches); :func:`fit_and_export` trains the members and writes the model.
+The several-mice trainer (:mod:`decoder.training.multi_mouse`) reuses both halves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from decoder.dataset import DatasetError, SensoriumDataset
+from decoder.evaluate import choose_mask
+from decoder.model_card import ModelCard, ModelError, save_card, save_mask
+from decoder.train import ONNX_TOLERANCE, TrainResult, TrainSettings, _simulation, _split
+from decoder.training.features import (
+    BEHAVIOR_KEYS, FeatureSet, FrontEnd, behaviour_stats, build_features, check_trials,
+    fit_front, fit_gain, fit_pixel_basis, has_behaviour, trial_behaviour,
+)
+from decoder.training.fit import (
+    Cache, FitOptions, FitReport, RidgeBranch, fit_members, fit_ridge_branch,
+)
+from decoder.training.residual import ResidualDecoder, ResidualShape, export_residual
+from decoder.training.ridge import _activity_kind
+from decoder.training.windows import Normalisation, normalisation, pad_responses, windows_of
+
+log = logging.getLogger("decoder.train")
+
+
+@dataclass
+class Mouse:
+    """Everything about one dataset that training needs, up to the ridge branch."""
+
+    ds: SensoriumDataset
+    train_ids: list[int]
+    val_ids: list[int]
+    val_desc: str
+    mask: np.ndarray
+    mask_desc: str
+    norm: Normalisation
+    behaviour: bool
+    front: FrontEnd
+    pix_mean: np.ndarray
+    pix_basis: np.ndarray
+    train: FeatureSet
+    val: FeatureSet
+    ridge: RidgeBranch
+    prep_s: float
+
+
+def prepare_mouse(data: str, s: TrainSettings, device: torch.device,
+                  frame_basis: tuple[np.ndarray, np.ndarray] | None = None) -> Mouse:
+    """Dataset checks, mask, front end, feature caches and the ridge branch of one mouse
+    (``frame_basis``: (mean, basis) to use instead of this mouse's own frame PCs)."""
+    t0 = time.monotonic()
+    ds = SensoriumDataset(data)
+    if ds.n_neurons < 1:
+        raise DatasetError(f"{ds.root}: no neurons in the responses")
+    check_trials(ds, s.train_tier)
+    train_ids, val_ids, val_desc = _split(ds, s)
+    mask, mask_desc = choose_mask(ds)
+    norm = normalisation(ds, train_ids)
+    behaviour = s.behaviour and has_behaviour(ds, train_ids + val_ids)
+    if s.behaviour and not behaviour:
+        log.warning("%s: behaviour or pupil_center missing for some trials; training without "
+                    "behaviour (the graph will have no 'behavior' input)", ds.root)
+    beh_mean, beh_std = behaviour_stats(ds, train_ids)
+    gain = (fit_gain(ds, train_ids, beh_mean, beh_std) if behaviour and s.gain
+            else np.zeros((2, ds.n_neurons), np.float32))
+    front = fit_front(ds, train_ids, norm, beh_mean, beh_std, gain, s.readout, s.pca_frames,
+                      s.seed)
+    pix_mean, basis = frame_basis or fit_pixel_basis(ds, train_ids, s.pixels)
+    train = build_features(ds, train_ids, front, s.window, s.lag)
+    val = build_features(ds, val_ids, front, s.window, s.lag)
+    shifts = s.eye_shifts if behaviour else (0.0,)
+    ridge = fit_ridge_branch(train, val, front, s.window, s.lag, s.alphas, shifts, mask,
+                             ds.frame_shape, pix_mean, basis)
+    prep = time.monotonic() - t0
+    log.info("%s | train %d trials (%d frames), validation: %s, mask: %s (%d px), "
+             "normalisation: %s, %d components, %d frame PCs, behaviour: %s, ridge branch r "
+             "%.4f (alpha %g, eye shift %g px/z); prepared in %.0f s", ds, len(train_ids),
+             train.frames, val_desc, mask_desc, int(mask.sum()), norm.source,
+             front.axes.shape[1], basis.shape[1], behaviour, ridge.val_score, ridge.alpha,
+             ridge.shift_px, prep)
+    return Mouse(ds, train_ids, val_ids, val_desc, mask, mask_desc, norm, behaviour, front,
+                 pix_mean, basis, train, val, ridge, prep)
+
+
+def build_model(m: Mouse, s: TrainSettings, members: int) -> ResidualDecoder:
+    h, w = m.ds.frame_shape
+    shape = ResidualShape(m.ds.n_neurons, s.window, s.lag, m.front.axes.shape[1],
+                          m.pix_basis.shape[1], h, w, s.row_features, s.hidden, s.dropout,
+                          members, m.behaviour, float(m.ridge.shift_px))
+    f = m.train.feats
+    return ResidualDecoder(shape, m.front, feat_mean=f.mean(0), feat_std=f.std(0),
+                           lin_weight=m.ridge.weight, lin_bias=m.ridge.bias,
+                           pix_mean=m.pix_mean, pix_basis=m.pix_basis)
+
+
+def fit_options(s: TrainSettings) -> FitOptions:
+    return FitOptions(epochs=s.epochs, patience=s.patience, lr=s.lr,
+                      weight_decay=s.weight_decay, batch=s.batch, corr_weight=s.corr_weight,
+                      feature_noise=s.feature_noise, seed=s.seed)
+
+
+def fit_and_export(m: Mouse, s: TrainSettings, device: torch.device, t0: float) -> TrainResult:
+    model = build_model(m, s, s.ensemble).to(device)
+    train_c = Cache(model, m.train, m.front, device, targets=True)
+    val_c = Cache(model, m.val, m.front, device, targets=False)
+    deadline = None if s.time_budget_s is None else t0 + s.time_budget_s
+    bar = _progress(s)
+    report = fit_members(model, train_c, val_c, m.mask, fit_options(s), deadline, bar)
+    train_time = time.monotonic() - t0
+    info = card_info(m, s, model, report, device, train_time)
+    card = export_checked(model, m, s, Path(s.out), info)
+    log.info("validation r: ridge %.4f, members %s, ensemble %.4f; %.0f s; wrote %s",
+             report.ridge_score, ", ".join(f"{x:.4f}" for x in report.member_scores),
+             report.ensemble_score, train_time, s.out)
+    return TrainResult(Path(s.out), card, max(report.member_epochs), report.epochs_run,
+                       report.history)
+
+
+def _progress(s: TrainSettings):
+    def tick(row: dict) -> None:
+        if s.progress:
+            print(f"epoch {row['epoch']}: loss {row['loss']:.4f}, mean member val r "
+                  f"{row['val_r']:.4f}, {row['time_s']:.0f} s", flush=True)
+        log.debug("epoch %s", row)
+    return tick
+
+
+def card_info(m: Mouse, s: TrainSettings, model: ResidualDecoder, r: FitReport,
+              device: torch.device, train_time: float) -> dict[str, Any]:
+    n = len(model.members)
+    method = "ensemble" if n > 1 else "decoder"
+    extra: dict[str, Any] = {
+        **_simulation(m.ds), **s.extra,
+        "activity_kind": _activity_kind(m.ds, m.train_ids),
+        "behavior_mean": [float(v) for v in m.front.beh_mean],
+        "training": {
+            "method": method, "members": n, "member_validation_scores": r.member_scores,
+            "member_best_epochs": r.member_epochs, "ensemble_validation_score":
+                r.ensemble_score, "ridge_branch_validation_score": r.ridge_score,
+            "ridge_alpha": m.ridge.alpha, "eye_shift_px_per_z": m.ridge.shift_px,
+            "ridge_grid_scores": m.ridge.scores, "components": model.s.components,
+            "frame_components": model.s.pixels,
+            "gain_corrected": bool(np.any(m.front.gain)),
+            "epochs_run": r.epochs_run, "device": str(device), "seed": s.seed,
+            "shape": model.s.to_dict(), "prepare_s": round(m.prep_s, 1),
+            "history": r.history},
+    }
+    if model.s.behaviour:
+        extra["behavior_inputs"] = list(BEHAVIOR_KEYS)
+    return {
+        "method": f"{model.s.describe()}; loss MSE + {s.corr_weight:g} x (1 - r); AdamW lr "
+                  f"{s.lr:g}; each member early-stopped on {m.val_desc}",
+        "validation_score": r.ensemble_score if np.isfinite(r.ensemble_score) else None,
+        "training_time_s": round(train_time, 2),
+        "data_used": {"folder": str(Path(m.ds.root).resolve()), "train_tier": s.train_tier,
+                      "train_trials": len(m.train_ids), "train_frames": m.train.frames,
+                      "validation": m.val_desc, "validation_trials": len(m.val_ids),
+                      "eval_mask": m.mask_desc, "normalisation": m.norm.source},
+        "extra": extra,
+    }
+
+
+def probe_windows(m: Mouse, s: TrainSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out (n, W, N) activity and (n, W, 4) behaviour windows for the export check."""
+    rng = np.random.default_rng(s.seed + 1)
+    acts, behs = [], []
+    for tid in m.val_ids[:4]:
+        t = m.ds.length(tid)
+        frames = rng.choice(t, size=min(8, t), replace=False)
+        acts.append(windows_of(pad_responses(m.ds.responses(tid), s.window, s.lag), s.window,
+                               frames))
+        behs.append(windows_of(trial_behaviour(m.ds, tid, s.window, s.lag, m.front.beh_mean),
+                               s.window, frames))
+    return np.concatenate(acts), np.concatenate(behs)
+
+
+def onnx_max_diff(model: ResidualDecoder, path: Path, acts: np.ndarray,
+                  behs: np.ndarray) -> float:
+    """Max |onnxruntime - torch| on (n, W, N) windows (and behaviour), both on the CPU."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    model = model.cpu().eval()
+    beh = model.s.behaviour
+    with torch.no_grad():
+        ref = model(torch.as_tensor(acts), torch.as_tensor(behs) if beh else None).numpy()
+    worst = 0.0
+    for i in range(len(acts)):
+        feed = {"activity": np.ascontiguousarray(acts[i: i + 1], np.float32)}
+        if beh:
+            feed["behavior"] = np.ascontiguousarray(behs[i: i + 1], np.float32)
+        got = sess.run(["frame"], feed)[0]
+        worst = max(worst, float(np.max(np.abs(got[0] - ref[i]))))
+    return worst
+
+
+def export_checked(model: ResidualDecoder, m: Mouse, s: TrainSettings, out: Path,
+                   info: dict[str, Any]) -> ModelCard:
+    """Export, compare onnxruntime with torch on held-out windows, then card, mask, norm."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    acts, behs = probe_windows(m, s)
+    tmp = out.with_name(out.stem + ".tmp.onnx")
+    export_residual(model, tmp)
+    diff = onnx_max_diff(model, tmp, acts, behs)
+    log.info("onnxruntime vs torch on %d held-out windows: max |diff| = %.3g (0..255 scale)",
+             len(acts), diff)
+    if not diff <= ONNX_TOLERANCE:
+        tmp.unlink(missing_ok=True)
+        raise ModelError(f"onnxruntime and torch disagree by {diff:.3g} (> {ONNX_TOLERANCE:.3g}) "
+                         "on held-out input; the export is not trustworthy, nothing written")
+    tmp.replace(out)
+    h, w = m.ds.frame_shape
+    card = ModelCard(neurons=m.ds.n_neurons, window=s.window, lag=s.lag, height=h, width=w,
+                     onnx_max_abs_diff=diff, **info)
+    save_card(card, out)
+    save_mask(m.mask, out)
+    np.savez(out.with_suffix(".norm.npz"),
+             resp_mean=np.asarray(m.front.resp_mean, np.float32),
+             resp_std=np.asarray(m.front.resp_std, np.float32),
+             behavior_mean=m.front.beh_mean, behavior_std=m.front.beh_std)
+    return card

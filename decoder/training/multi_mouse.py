@@ -1,0 +1,170 @@
+"""Several mice at once: a shared nonlinear core, one readout (and ridge branch) per mouse.
+
+Each mouse keeps what only it can have: its behavioural gains and front end (principal axes
+of its own neurons), its ridge branch and eye-shift gain, and its per-row readout
+``Linear(K_mouse -> k)`` into the shared per-frame latent. The temporal mixing and the output
+layer (``mix`` and ``out`` of every member) are one set of weights trained on every mouse's
+frames, in one frame basis (the first mouse's principal components of the frames).
+
+Each mouse is early-stopped on its own validation trials (its best state includes the shared
+core as it was then), and gets its own model, a normal single-mouse pixel decoder:
+``--out DIR/NAME.onnx`` with ``--data A --data B`` writes ``DIR/NAME.A.onnx`` and
+``DIR/NAME.B.onnx`` (the dataset folder's name; ``NAME.2.B.onnx`` style if names repeat),
+each with its card, mask and ``.norm.npz``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from decoder.train import TrainResult, TrainSettings, pick_device
+from decoder.training.fit import Cache, FitReport, _loss, validation_score, zero_members
+from decoder.training.mouse import (
+    Mouse, build_model, card_info, export_checked, fit_options, prepare_mouse,
+)
+from decoder.training.residual import ResidualDecoder
+
+log = logging.getLogger("decoder.train")
+SHARED = ("mix", "out")
+
+
+def model_paths(out: str, datas: list[str]) -> list[Path]:
+    """One ONNX path per mouse: ``<stem>.<folder name>.onnx`` beside ``out``."""
+    base = Path(out)
+    names = [Path(d).resolve().name or "mouse" for d in datas]
+    paths = []
+    for i, name in enumerate(names):
+        tag = name if names.count(name) == 1 else f"{i + 1}.{name}"
+        paths.append(base.with_name(f"{base.stem}.{tag}.onnx"))
+    return paths
+
+
+def tie_cores(models: list[ResidualDecoder]) -> None:
+    """Make every model's member i use model 0's member i core modules (shared weights)."""
+    for m in models[1:]:
+        for i, member in enumerate(m.members):
+            for name in SHARED:
+                setattr(member, name, getattr(models[0].members[i], name))
+
+
+def unique_parameters(models: list[ResidualDecoder]) -> list[torch.nn.Parameter]:
+    seen: dict[int, torch.nn.Parameter] = {}
+    for m in models:
+        for p in m.members.parameters():
+            seen.setdefault(id(p), p)
+    return list(seen.values())
+
+
+def train_mice(datas: list[str], s: TrainSettings) -> list[TrainResult]:
+    """Prepare every mouse, train the tied models, export one model per mouse."""
+    t0 = time.monotonic()
+    torch.manual_seed(s.seed)
+    device = pick_device(s.device)
+    first = prepare_mouse(datas[0], s, device)
+    mice = [first] + [prepare_mouse(d, s, device, (first.pix_mean, first.pix_basis))
+                      for d in datas[1:]]
+    h_w = {m.ds.frame_shape for m in mice}
+    if len(h_w) > 1:
+        from decoder.dataset import DatasetError
+
+        raise DatasetError(f"the mice's frames differ in size: {sorted(h_w)}; one core "
+                           "decodes one frame size")
+    models = [build_model(m, s, s.ensemble).to(device) for m in mice]
+    tie_cores(models)
+    deadline = None if s.time_budget_s is None else t0 + s.time_budget_s
+    reports = fit_tied(models, mice, s, device, deadline)
+    train_time = time.monotonic() - t0
+    results = []
+    for model, mouse, rep, path in zip(models, mice, reports, model_paths(s.out, datas)):
+        ms = dataclasses.replace(s, data=str(mouse.ds.root), out=str(path))
+        info = card_info(mouse, ms, model, rep, device, train_time)
+        info["extra"]["training"]["multi_mouse"] = {
+            "mice": [str(Path(d).resolve()) for d in datas], "shared": list(SHARED)}
+        card = export_checked(model, mouse, ms, path, info)
+        log.info("%s: validation r ridge %.4f, ensemble %.4f; wrote %s", mouse.ds.root,
+                 rep.ridge_score, rep.ensemble_score, path)
+        results.append(TrainResult(path, card, max(rep.member_epochs), rep.epochs_run,
+                                   rep.history))
+    return results
+
+
+def fit_tied(models: list[ResidualDecoder], mice: list[Mouse], s: TrainSettings,
+             device: torch.device, deadline: float | None) -> list[FitReport]:
+    """Adam on all mice's members at once; per (mouse, member) best validation state.
+
+    Returns one report per mouse; on return the models are untied copies holding each
+    mouse's best states.
+    """
+    opt = fit_options(s)
+    gen = torch.Generator().manual_seed(opt.seed)
+    caches = [(Cache(mo, m.train, m.front, device, True), Cache(mo, m.val, m.front, device, False))
+              for mo, m in zip(models, mice)]
+    adam = torch.optim.AdamW(unique_parameters(models), lr=opt.lr,
+                             weight_decay=opt.weight_decay)
+    n = s.ensemble
+    ridge = [validation_score(mo, vc, m.mask, []) for mo, m, (_, vc) in
+             zip(models, mice, caches)]
+    best = [[r] * n for r in ridge]
+    states = [[copy.deepcopy(mem.state_dict()) for mem in mo.members] for mo in models]
+    best_epoch = [[0] * n for _ in models]
+    bad = [[0] * n for _ in models]
+    steps = max(1, max(c.fs.frames for c, _ in caches) // opt.batch)
+    power = [float(tc.target.var()) for tc, _ in caches]
+    history: list[list[dict]] = [[{"epoch": 0, "val_r": r}] for r in ridge]
+    epoch = 0
+    for epoch in range(1, opt.epochs + 1):
+        out_of_time = False
+        losses = []
+        for _ in range(steps):
+            total = 0.0
+            for mo, (tc, _), pw in zip(models, caches, power):
+                for i in range(n):
+                    fr = torch.randint(0, tc.fs.frames, (opt.batch,), generator=gen).to(device)
+                    f, b = tc.window(fr)
+                    if opt.feature_noise > 0:
+                        f = f + opt.feature_noise * torch.randn_like(f) / mo.feat_inv
+                    bz = mo.behaviour_z(b) if mo.s.behaviour else None
+                    lin = tc.lin[fr]
+                    pred = lin + mo.residual(f, bz, lin, [i])
+                    total = total + _loss(pred, tc.target[fr], pw, opt.corr_weight)
+            adam.zero_grad(set_to_none=True)
+            total.backward()
+            adam.step()
+            losses.append(float(total.detach()))
+            if deadline is not None and time.monotonic() > deadline:
+                out_of_time = True
+                break
+        for k, (mo, m, (_, vc)) in enumerate(zip(models, mice, caches)):
+            scores = [validation_score(mo, vc, m.mask, [i]) for i in range(n)]
+            for i, sc in enumerate(scores):
+                if np.isfinite(sc) and sc > best[k][i]:
+                    best[k][i], best_epoch[k][i], bad[k][i] = sc, epoch, 0
+                    states[k][i] = copy.deepcopy(mo.members[i].state_dict())
+                else:
+                    bad[k][i] += 1
+            history[k].append({"epoch": epoch, "loss": float(np.mean(losses)) if losses
+                               else math.nan, "val_r": float(np.mean(scores))})
+        log.info("epoch %d: validation r per mouse %s", epoch,
+                 ", ".join(f"{h[-1]['val_r']:.4f}" for h in history))
+        if out_of_time or min(min(b) for b in bad) >= opt.patience:
+            break
+    reports = []
+    for k, m in enumerate(mice):
+        models[k] = copy.deepcopy(models[k])  # untie before loading this mouse's states
+        for mem, st in zip(models[k].members, states[k]):
+            mem.load_state_dict(st)
+        vc = Cache(models[k], m.val, m.front, device, False)
+        ens = validation_score(models[k], vc, m.mask) if n > 1 else best[k][0]
+        if not ens >= ridge[k]:
+            zero_members(models[k])
+            ens = ridge[k]
+        reports.append(FitReport(best[k], best_epoch[k], ens, ridge[k], epoch, history[k]))
+    return reports
