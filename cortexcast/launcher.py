@@ -128,7 +128,8 @@ def register_up(sub: argparse._SubParsersAction) -> None:
 def write_sim_config(run_dir: Path, *, model: str = "bundled", headless: bool = False,
                      port: int = 8030, save: str | None = None, neurons: int | None = None,
                      daq_port: int = 5555, decoder_port: int = 5556, transport: str = "tcp",
-                     handshake: bool = True, record: str | None = None) -> Path:
+                     handshake: bool = True, record: str | None = None,
+                     use_behavior: bool = True) -> Path:
     """Write rig.toml (and the ROI file) for the simulated rig + a trained model.
 
     The simulated animal is the one the model was trained on (its card says
@@ -168,7 +169,8 @@ def write_sim_config(run_dir: Path, *, model: str = "bundled", headless: bool = 
                 "sim": {k: v for k, v in dataclasses.asdict(sim).items() if v is not None}},
         "decoder": {"frames_from": daq_ep, "publish": dec_ep, "rois": str(rois), "model": model,
                     "frame_rate_hz": sim.imaging_rate_hz, "stim_rate_hz": sim.stim_rate_hz,
-                    "wait_for": ["reconstruction"] if handshake else []},
+                    "wait_for": ["reconstruction"] if handshake else [],
+                    "use_behavior": use_behavior},
         "display": {"stimulus_from": daq_ep, "reconstruction_from": dec_ep, "port": port,
                     "headless": headless, "save": save},
     }
@@ -190,7 +192,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     config = write_sim_config(run_dir, model=args.model, headless=args.headless, port=args.port,
                               save=args.save, handshake=not args.prepare_only,
                               record=args.record, daq_port=args.daq_port,
-                              decoder_port=args.decoder_port)
+                              decoder_port=args.decoder_port, use_behavior=not args.no_behavior)
     if args.prepare_only:
         print(f"wrote {config}; start it with: cortexcast up --config {config}")
         return 0
@@ -215,6 +217,9 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--record", metavar="FILE",
                    help="also record every stream to FILE (replay it with "
                    "`cortexcast daq --source replay --recording FILE`)")
+    p.add_argument("--no-behavior", action="store_true",
+                   help="decode without the rig's pupil/running/eye signals (the model's "
+                   "training mean instead), as on a rig that does not measure them")
     p.add_argument("--prepare-only", action="store_true",
                    help="only write the config and ROI file (for docker-compose), do not run")
     p.set_defaults(func=_run_demo)

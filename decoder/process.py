@@ -83,6 +83,9 @@ class DecoderSettings:
     """How long a frame waits for its `sync` message (stimulus frame, behaviour) before it is
     decoded with extrapolated values; 0 decodes at once. A source that sends no sync at all is
     noticed at the first frame and then not waited for."""
+    use_behavior: bool = True
+    """Feed pupil, running and eye position from `sync` to models that take behaviour; false:
+    always the model's training mean (a rig that does not measure them)."""
     stats_out: str | None = None
 
     def __post_init__(self) -> None:
@@ -191,6 +194,7 @@ class FrameDecoder:
                         settings.activity, trained_on)
         self.sync = SyncTracker(settings.stim_rate_hz / settings.frame_rate_hz)
         self.lag = self.pixels.card.lag
+        self.use_behavior = settings.use_behavior
         self.clock = StimulusClock(settings.stim_rate_hz / settings.frame_rate_hz,
                                    max_pushes=self.pixels.window + self.lag)
         if self.clock.resampling:
@@ -217,7 +221,8 @@ class FrameDecoder:
         """Feed one imaging frame's activity (and its behaviour, from `sync`) to the model,
         once per stimulus frame it covers; one reconstruction per push."""
         stim = self.sync.stim_at(imaging_frame)
-        behavior = self.pixels.behavior_vector(self.sync.behavior_at(imaging_frame))
+        behavior = self.pixels.behavior_vector(
+            self.sync.behavior_at(imaging_frame) if self.use_behavior else None)
         rows, hold = self.clock.rows(stim)
         outputs = []
         for k, row in enumerate(rows):

@@ -40,9 +40,11 @@ def live(tmp_path_factory, env) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("live")
     rec, run = base / "live.ccr", base / "run"
     http, daq, dec = (str(p) for p in free_ports(3))
-    # 15 s: the simulated rig takes several seconds to set up on a busy machine
+    # 15 s: the simulated rig takes several seconds to set up on a busy machine.
+    # ScanImage sends frames only (no pupil/running/eye), so both runs decode without them.
     _cortexcast(env, "demo", "--headless", "--duration", "15", "--port", http, "--daq-port",
-                daq, "--decoder-port", dec, "--record", str(rec), "--run-dir", str(run))
+                daq, "--decoder-port", dec, "--record", str(rec), "--run-dir", str(run),
+                "--no-behavior")
     with RecordingReader(rec) as r:
         counts = r.counts()
     assert counts.get("frames", 0) >= 30 and counts["reconstruction"] == counts["frames"]
@@ -59,7 +61,7 @@ def rig_config(source: str, table: str, source_keys: str, run_dir: Path, rois: P
         f"[daq.{table}]\n{source_keys}end_after_idle_s = 3.0\ntimeout_s = 120.0\n"
         f"[decoder]\nframes_from = 'tcp://127.0.0.1:{daq_port}'\n"
         f"publish = 'tcp://127.0.0.1:{decoder_port}'\nrois = '{rois}'\n"
-        "wait_for = ['reconstruction']\n"
+        "wait_for = ['reconstruction']\nuse_behavior = false\n"
         f"[record]\nendpoints = ['tcp://127.0.0.1:{decoder_port}']\n"
         f"topics = ['reconstruction']\nout = '{out}'\n")
 

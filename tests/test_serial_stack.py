@@ -37,7 +37,7 @@ def test_up_with_replayed_frames_and_serial_sync(tmp_path: Path, cli_env) -> Non
     http, daq1, dec1, daq, dec = (str(p) for p in free_ports(5))
     _cortexcast(cli_env, "demo", "--headless", "--duration", "8", "--port", http,
                 "--daq-port", daq1, "--decoder-port", dec1, "--record", str(live),
-                "--run-dir", str(run1))
+                "--run-dir", str(run1), "--no-behavior")  # the box sends no pupil or eye
     link = tmp_path / "ttyBOX"
     box = subprocess.Popen([sys.executable, "-m", "daq.serial_sync.standin", "--link", str(link),
                             "--monitor-delay-s", "0.02", "--garbage-every", "25"],
@@ -53,7 +53,7 @@ def test_up_with_replayed_frames_and_serial_sync(tmp_path: Path, cli_env) -> Non
             f"[daq.serial]\nport = '{link}'\n"
             f"[decoder]\nframes_from = 'tcp://127.0.0.1:{daq}'\n"
             f"publish = 'tcp://127.0.0.1:{dec}'\nrois = '{run1 / 'rois.npz'}'\n"
-            "wait_for = ['reconstruction']\n"
+            "wait_for = ['reconstruction']\nuse_behavior = false\n"
             f"[record]\nendpoints = ['tcp://127.0.0.1:{daq}', 'tcp://127.0.0.1:{dec}']\n"
             f"topics = ['sync', 'reconstruction']\nout = '{out}'\n")
         _cortexcast(cli_env, "up", "--config", str(cfg), "--duration", "60")
