@@ -271,6 +271,19 @@ class SensoriumDataset:
         mean = s1 / safe
         return mean, np.sqrt(np.maximum(s2 / safe - mean**2, 0.0)), count
 
+    def response_statistics(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray, str]:
+        """Per-neuron response (mean, std, source): ``meta/statistics`` when present and of the
+        right size, else :meth:`response_moments` of trials ``ids``."""
+        st = self.statistics("responses")
+        n = self.n_neurons
+        if "mean" in st and "std" in st and np.size(st["mean"]) == n and np.size(st["std"]) == n:
+            return (np.asarray(st["mean"], np.float64).ravel(),
+                    np.asarray(st["std"], np.float64).ravel(), "dataset statistics")
+        mean, std, count = self.response_moments(ids)
+        if not count.any():
+            raise DatasetError(f"{self.root}: no finite responses to compute statistics from")
+        return mean, std, "computed from the trials"
+
     # ----------------------------------------------------------------- extras
     def statistics(self, variable: str) -> dict[str, np.ndarray]:
         """``meta/statistics/<variable>/all/*.npy`` as {name: array}; {} if absent.

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from decoder.dataset import DatasetError
 from decoder.model_card import ModelError, load_card
 from decoder.pixel_decoder import DEFAULT_PROVIDERS, PixelDecoder, load_training_stats
 
@@ -48,15 +49,12 @@ def stream_trial(decoder: PixelDecoder, responses: np.ndarray,
 def dataset_session_stats(ds: Any) -> tuple[np.ndarray, np.ndarray]:
     """Per-neuron response (mean, std) of a dataset: its ``meta/statistics`` when present
     and the right size, else one streaming pass over the trials that have responses."""
-    n = ds.n_neurons
-    st = ds.statistics("responses")
-    if "mean" in st and "std" in st and np.size(st["mean"]) == n and np.size(st["std"]) == n:
-        return (np.asarray(st["mean"], np.float64).ravel(),
-                np.asarray(st["std"], np.float64).ravel())
     ids = [tid for tier in ds.tiers() if ds.has_responses(tier) for tid in ds.trial_ids(tier)]
-    mean, std, count = ds.response_moments(ids)
-    if not count.any():
-        raise ModelError(f"{ds.root}: no responses to compute the session's statistics from")
+    try:
+        mean, std, _ = ds.response_statistics(ids)
+    except DatasetError as exc:  # nothing to compute them from
+        raise ModelError(f"{ds.root}: no responses to compute the session's statistics from"
+                         ) from exc
     return mean, std
 
 

@@ -87,23 +87,7 @@ def fill_behavior(rows: np.ndarray, mean: np.ndarray) -> np.ndarray:
 
 def response_scale(ds: SensoriumDataset, ids: Sequence[int]) -> np.ndarray:
     """Per-neuron std (dataset statistics if present, else from ``ids``); targets = r / std."""
-    stats = ds.statistics("responses")
-    std = stats.get("std")
-    if std is not None and np.size(std) == ds.n_neurons:
-        std = np.asarray(std, np.float64).ravel()
-    else:
-        s1 = np.zeros(ds.n_neurons)
-        s2 = np.zeros(ds.n_neurons)
-        n = np.zeros(ds.n_neurons)
-        for tid in ids:
-            r = ds.responses(tid).astype(np.float64)
-            ok = np.isfinite(r)
-            r = np.where(ok, r, 0.0)
-            s1 += r.sum(0)
-            s2 += (r * r).sum(0)
-            n += ok.sum(0)
-        n = np.maximum(n, 1)
-        std = np.sqrt(np.maximum(s2 / n - (s1 / n) ** 2, 0.0))
+    _, std, _ = ds.response_statistics(ids)
     positive = std[std > 0]
     floor = 0.01 * float(np.median(positive)) if positive.size else 1.0
     return np.maximum(std, floor).astype(np.float32)
