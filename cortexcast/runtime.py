@@ -31,8 +31,52 @@ def install_stop_signals() -> None:
     signal.signal(signal.SIGINT, _raise)
 
 
+class HeldStop:
+    """Stop signals that can be held over a short critical section.
+
+    The daq publishes each frame's ``sync`` just before the frame; a stop landing between
+    the two would leave a recording with a sync whose frame never went out. While
+    :meth:`hold` is on, a SIGTERM/SIGINT is remembered and raised as :class:`Stop` when the
+    section ends (:meth:`release`), or after ``max_hold_s`` (SIGALRM) if the source never
+    delivers the frame, so a stop is never lost or delayed for long.
+    """
+
+    def __init__(self, max_hold_s: float = 0.5) -> None:
+        self.max_hold_s = max_hold_s
+        self.holding = False
+        self.pending: str | None = None
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGALRM, self._on_alarm)
+
+    def hold(self) -> None:
+        self.holding = True
+
+    def release(self) -> None:
+        """End the section; raise the stop that arrived during it, if any."""
+        self.holding = False
+        if self.pending is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            raise Stop(self.pending)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if not self.holding:
+            raise Stop(name)
+        if self.pending is None:
+            self.pending = name
+            signal.setitimer(signal.ITIMER_REAL, self.max_hold_s)
+
+    def _on_alarm(self, _signum: int, _frame: object) -> None:
+        if self.pending is not None:
+            raise Stop(self.pending)
+
+
 def ignore_stop_signals() -> None:
     """During cleanup a second Ctrl-C must not interrupt writing the stats file."""
+    signal.setitimer(signal.ITIMER_REAL, 0)  # a HeldStop's pending alarm, if any
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 

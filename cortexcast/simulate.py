@@ -178,29 +178,34 @@ def write_dataset(out: str | Path, settings, plan: DatasetPlan = DatasetPlan(),
             log(f"simulate: {done}/{n_trials} trials ({el:.1f} s, "
                 f"~{el / done * (n_trials - done):.0f} s left)")
 
-    act = held[0]
     imaging_frames = 0
+    sync: SyncEvent | None = None  # the rig sends each frame's sync just before the frame
     with rig:
         for ev in rig.events():
-            if isinstance(ev, ImagingFrame):
-                act = extractor(ev.pixels)
-                imaging_frames += 1
-            elif isinstance(ev, SyncEvent):
-                j = ev.stim_frame - warm_frames
-                if ev.stim_frame < 0 or j < 0:  # grey screen or warm-up movie: not stored,
-                    b = ev.behavior  # but held into the first trial's frames before a sync
-                    held[:] = [act.copy(), np.array((b["pupil"], b["running"]), np.float32),
-                               np.array((b["pupil_x"], b["pupil_y"]), np.float32)]
-                    continue
-                pos, f = divmod(j, T)
-                while cur < pos:
-                    finish(cur)
-                    cur += 1
-                resp[:, f] += act
-                b = ev.behavior
-                beh[:, f] += (b["pupil"], b["running"])
-                eye[:, f] += (b["pupil_x"], b["pupil_y"])
-                count[f] += 1
+            if isinstance(ev, SyncEvent):
+                sync = ev
+                continue
+            if not isinstance(ev, ImagingFrame):
+                continue
+            act = extractor(ev.pixels)
+            imaging_frames += 1
+            if sync is None or sync.imaging_frame != ev.index:
+                raise RuntimeError(f"simulate: imaging frame {ev.index} came without its sync")
+            b = sync.behavior
+            j = sync.stim_frame - warm_frames
+            if sync.stim_frame < 0 or j < 0:  # grey screen or warm-up movie: not stored,
+                # but held into the first trial's frames before a sync
+                held[:] = [act.copy(), np.array((b["pupil"], b["running"]), np.float32),
+                           np.array((b["pupil_x"], b["pupil_y"]), np.float32)]
+                continue
+            pos, f = divmod(j, T)
+            while cur < pos:
+                finish(cur)
+                cur += 1
+            resp[:, f] += act
+            beh[:, f] += (b["pupil"], b["running"])
+            eye[:, f] += (b["pupil_x"], b["pupil_y"])
+            count[f] += 1
     while cur < n_trials:
         finish(cur)
         cur += 1

@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from cortexcast.runtime import Stop, ignore_stop_signals, install_stop_signals, write_json_atomic
+from cortexcast.runtime import HeldStop, Stop, ignore_stop_signals, write_json_atomic
 from daq.ni.settings import NiSettings
 from daq.scanimage.tiff_source import TiffSettings
 from daq.scanimage.zmq_source import BridgeSettings, ScanImageStreamSettings
@@ -154,12 +154,14 @@ class EventPublisher:
 
 
 def run_daq(settings: DaqSettings) -> int:
-    install_stop_signals()
+    stop = HeldStop()  # a stop between a frame's sync and the frame waits for the frame
+    stop.install()
     pub = Publisher(settings.publish, "daq", hwm=settings.hwm)
     publish = EventPublisher(pub)
     started = time.monotonic()
     first_event: float | None = None
     status_t = 0.0
+    last_frame = -1
     reason = "source ended"
     try:
         with with_sync(make_source(settings), settings) as source:
@@ -175,7 +177,12 @@ def run_daq(settings: DaqSettings) -> int:
             for event in source.events():
                 if first_event is None:
                     first_event = time.monotonic()
+                if isinstance(event, SyncEvent) and event.imaging_frame > last_frame:
+                    stop.hold()  # its frame is next: publish both or neither
                 publish(event)
+                if isinstance(event, ImagingFrame):
+                    last_frame = event.index
+                    stop.release()
                 if source_status is not None and time.monotonic() - status_t > 0.5:
                     pub.status.update(source_status())  # sync counters ride the heartbeat
                     status_t = time.monotonic()

@@ -319,8 +319,9 @@ def run_decoder(settings: DecoderSettings) -> int:
                  settings.frames_from, pub.address, settings.model, dec.rois.n_neurons,
                  dec.pixels.card.window, dec.lag)
         model_name = resolve_model(settings.model).stem
-        # A frame waits (at most sync_wait_s) for its sync, which the rig sends after it:
-        # the sync names the stimulus frame on screen and carries the behaviour.
+        # A frame waits (at most sync_wait_s) for its sync unless that came first (the sim
+        # rig sends it first; a merged rig's sync may lag): the sync names the stimulus
+        # frame on screen and carries the behaviour.
         pending: tuple[Message, int, float] | None = None  # (frame, imaging frame, deadline)
         no_sync = False  # a frame waited in vain and no sync was ever seen: stop waiting
 

@@ -78,24 +78,25 @@ def _slow_rig(tmp_path, rate_hz: float = 8.0, duration_s: float = 4.0):
 
 def _decode_rig_in_order(rig, dec: FrameDecoder):
     """Feed the rig's events as the decoder process sees them: each frame is decoded once its
-    sync (which the rig sends right after it) has arrived. Also returns the training-data view:
+    sync (which the rig sends just before it) has arrived. Also returns the training-data view:
     stimulus frame -> (activity, behaviour) of the imaging frame on whose mid-point it was on."""
     from daq.source import ImagingFrame, SyncEvent
     from decoder.extraction import ActivityExtractor
 
     ref_extract = ActivityExtractor(rig.rois(), rig.settings.imaging_rate_hz)
-    frame, act, live, rows, n_frames = None, None, [], {}, 0
+    sync, live, rows, n_frames = None, [], {}, 0
     with rig:
         for ev in rig.events():
-            if isinstance(ev, ImagingFrame):
-                frame, act = ev, ref_extract(ev.pixels)
-                n_frames += 1
-            elif isinstance(ev, SyncEvent):
+            if isinstance(ev, SyncEvent):
+                sync = ev
                 dec.sync.add(ev.imaging_frame, ev.stim_frame, ev.behavior)
-                out = dec(frame.index, frame.pixels)
+            elif isinstance(ev, ImagingFrame):
+                act = ref_extract(ev.pixels)
+                n_frames += 1
+                out = dec(ev.index, ev.pixels)
                 live.extend(out.outputs)
-                if ev.stim_frame >= 0:
-                    rows[ev.stim_frame] = (act, dec.pixels.behavior_vector(ev.behavior))
+                if sync.stim_frame >= 0:
+                    rows[sync.stim_frame] = (act, dec.pixels.behavior_vector(sync.behavior))
     return live, rows, n_frames
 
 

@@ -43,7 +43,7 @@ def test_replayed_frames_decode_exactly_as_live(tmp_path: Path, cli_env) -> None
     with RecordingReader(live) as rec:
         counts = rec.counts()
     n_frames = counts["frames"]
-    assert n_frames >= 60 and counts["reconstruction"] == n_frames
+    assert n_frames >= 30 and counts["reconstruction"] == n_frames  # startup takes part of 5 s
     assert counts["sync"] == n_frames and counts["stimulus"] >= n_frames - 1
 
     # Same decoder config, but the daq replays the recording instead of simulating.

@@ -80,24 +80,17 @@ def test_event_order_types_and_shapes(one_second):
     s = rig.settings
     shown, expected_frame, last_stim = -1, 0, -1
     stimuli: dict[int, StimulusFrame] = {}
-    pending_sync = False
+    sync: SyncEvent | None = None  # each frame's sync comes just before the frame
     for ev in events:
         if isinstance(ev, StimulusFrame):
-            assert not pending_sync
+            assert sync is None
             assert ev.index == last_stim + 1  # global, increasing, none skipped
             last_stim = ev.index
             assert ev.pixels.dtype == np.uint8 and ev.pixels.shape == (36, 64)
             assert ev.t <= expected_frame / s.imaging_rate_hz + 0.5 / s.imaging_rate_hz
             stimuli[ev.index] = ev
-        elif isinstance(ev, ImagingFrame):
-            assert not pending_sync
-            assert ev.index == expected_frame
-            assert ev.t == pytest.approx(ev.index / s.imaging_rate_hz)
-            assert ev.pixels.dtype == np.uint16 and ev.pixels.shape == (128, 128)
-            assert isinstance(ev.meta["t_mono_ns"], int)
-            pending_sync = True
-        else:
-            assert isinstance(ev, SyncEvent) and pending_sync
+        elif isinstance(ev, SyncEvent):
+            assert sync is None
             assert ev.imaging_frame == expected_frame and ev.t == pytest.approx(
                 expected_frame / s.imaging_rate_hz)
             assert ev.stim_frame == last_stim  # the newest stimulus frame is on screen
@@ -107,9 +100,16 @@ def test_event_order_types_and_shapes(one_second):
             assert set(ev.behavior) == {"running", "pupil", "pupil_x", "pupil_y"}
             assert all(np.isfinite(v) for v in ev.behavior.values())
             assert ev.behavior["running"] >= 0
-            pending_sync = False
+            sync = ev
+        else:
+            assert isinstance(ev, ImagingFrame) and sync is not None
+            assert ev.index == expected_frame == sync.imaging_frame
+            assert ev.t == pytest.approx(ev.index / s.imaging_rate_hz)
+            assert ev.pixels.dtype == np.uint16 and ev.pixels.shape == (128, 128)
+            assert isinstance(ev.meta["t_mono_ns"], int)
+            shown = sync.stim_frame
+            sync = None
             expected_frame += 1
-            shown = ev.stim_frame
     assert expected_frame == 30 and shown == 29
 
 

@@ -2,11 +2,13 @@
 
 Per imaging frame ``i`` (rig time ``t = i / imaging_rate_hz``) it yields, in
 order: the :class:`StimulusFrame` (s) whose on-screen onset is at or before
-the middle of the frame (global, increasing indices), the
-:class:`ImagingFrame` (uint16 pixels), and the :class:`SyncEvent` saying
-which stimulus frame was on screen then, when it appeared (``t_flip``, the
-onset the photodiode sees), the photodiode trace during the frame and the
-mouse's behaviour.
+the middle of the frame (global, increasing indices), the :class:`SyncEvent`
+saying which stimulus frame was on screen then, when it appeared (``t_flip``,
+the onset the photodiode sees), the photodiode trace during the frame and the
+mouse's behaviour, and then the :class:`ImagingFrame` (uint16 pixels). The
+sync comes first because a rig's sync lines are sampled during the frame while
+its pixels arrive only when the frame is read out; a decoder that needs both
+never waits.
 
 Stimulus frame ``j`` appears at ``monitor_delay_s + j / stim_rate_hz``. With
 ``clips`` the rig plays them back to back and stops after the last frame has
@@ -309,8 +311,10 @@ class SimulatedRig:
             self._truth = {"dff": np.array(dff, np.float32), "calcium": state.calcium.copy(),
                            "spikes": spikes, "rate": state.rate}
             yield from new
-            yield ImagingFrame(i, t, pixels, {"t_mono_ns": int(t_mono), "shift": scope.shift})
+            # The sync lines are sampled during the frame, so (as on a rig) they are known
+            # before the frame's pixels: a consumer that pairs them never waits.
             yield SyncEvent(i, t, shown,
                             t_flip=None if shown < 0 else s.monitor_delay_s + shown * period,
                             photodiode=pd, behavior=beh.as_dict())
+            yield ImagingFrame(i, t, pixels, {"t_mono_ns": int(t_mono), "shift": scope.shift})
             i += 1
