@@ -176,6 +176,21 @@ def test_pacer_deadlines_are_absolute():
     assert p.due(99) - p.due(0) == round(100 * period) - round(period)
 
 
+def test_pacer_rests_into_the_period_but_not_past_what_compute_needs():
+    now = [0]
+    p = Pacer(30.0, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + int(s * 1e9)))
+    period = 1e9 / 30
+    now[0] = p.due(0) + 1_000_000  # frame 0 went out 1 ms ago
+    p.rest(1, compute_ns=5e6)  # computing takes 5 ms: start 30 % into the period
+    assert now[0] == pytest.approx(p.due(0) + 0.3 * period, abs=2)
+    now[0] = p.due(1) + 1_000_000
+    p.rest(2, compute_ns=14e6)  # 14 ms: wake 28 ms before frame 2 is due instead
+    assert now[0] == pytest.approx(p.due(2) - 28e6, abs=2)
+    now[0] = p.due(2) + 20_000_000  # already past the rest point: no sleep
+    p.rest(3, compute_ns=1e6)
+    assert now[0] == p.due(2) + 20_000_000
+
+
 def test_paced_run_keeps_the_rate():
     rig = SimulatedRig(small(paced=True, duration_s=0.5))
     t0 = time.monotonic_ns()

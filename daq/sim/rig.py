@@ -71,6 +71,19 @@ class Pacer:
         """Monotonic ns at which frame ``i`` is complete."""
         return self.t0_ns + round((i + 1) * self.period_ns)
 
+    def rest(self, i: int, compute_ns: float, fraction: float = 0.3) -> None:
+        """Before computing frame ``i``, sleep ``fraction`` of a period past frame ``i - 1``.
+
+        A microscope costs the host nothing while the frame it just delivered is decoded and
+        displayed; the simulator's own CPU burst for the next frame should not land on that
+        moment either, or it measures itself. It still wakes ``2 * compute_ns`` (the recent
+        compute time) before frame ``i`` is due, so a slow host is not made late.
+        """
+        start = min(self.due(i - 1) + fraction * self.period_ns, self.due(i) - 2 * compute_ns)
+        left = start - self.clock()
+        if left > 0:
+            self.sleep(left / 1e9)
+
     def wait(self, i: int) -> int:
         """Sleep until frame ``i`` is due; returns its deadline (ns)."""
         deadline = self.due(i)
@@ -256,7 +269,11 @@ class SimulatedRig:
         seen = 0  # next stimulus frame the neurons see
         pacer = Pacer(s.imaging_rate_hz) if s.paced else None
         i = 0
+        compute_ns = 0.0  # recent time to compute one frame (a slowly decaying maximum)
         while not self._closed and (max_frames is None or i < max_frames):
+            if pacer is not None and i > 0:
+                pacer.rest(i, compute_ns)
+            computing = time.monotonic_ns()
             t = i * self.dt
             mid = t + self.dt / 2
             new: list[StimulusFrame] = []
@@ -305,6 +322,7 @@ class SimulatedRig:
             level = np.where(on < 0, PHOTODIODE_LOW_V,
                              np.where(on % 2 == 0, PHOTODIODE_HIGH_V, PHOTODIODE_LOW_V))
             pd = (level + pd_rng.normal(0.0, s.photodiode_noise_v, k_pd)).astype(np.float32)
+            compute_ns = max(0.95 * compute_ns, time.monotonic_ns() - computing)
             t_mono = pacer.wait(i) if pacer is not None else time.monotonic_ns()
             if self._closed:
                 return
