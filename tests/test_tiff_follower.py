@@ -234,3 +234,46 @@ def test_classic_big_endian_multi_strip_tiff_is_read(tmp_path) -> None:
         assert [frame_info(p.description + "frameTimestamps_sec = 0")[0] for p in pages] == [1, 2]
         for p, theirs in zip(pages, tf.pages):
             np.testing.assert_array_equal(p.pixels, theirs.asarray())
+
+
+class _WriteLog:
+    """A file object for tifffile that records every write as (offset, bytes), in order."""
+
+    def __init__(self) -> None:
+        import io
+
+        self.buf, self.ops = io.BytesIO(), []
+
+    def __getattr__(self, name: str):
+        return getattr(self.buf, name)
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        self.ops.append((self.buf.tell(), data))
+        return self.buf.write(data)
+
+
+def test_pages_written_in_tifffiles_own_order_are_read_only_when_complete(tmp_path) -> None:
+    """tifffile links a page from the previous one first, then writes the pixels, then the
+    IFD and its text last, inside the file: replaying its writes byte range by byte range
+    (as the page cache fills them in), the reader never yields a half-written page."""
+    log = _WriteLog()
+    writer = ScanImageTiffWriter(tmp_path, "file")
+    planes = _planes(4, c=1, h=3, w=4)
+    with tifffile.TiffWriter(log, bigtiff=True, byteorder="<") as tw:
+        for k, p in enumerate(planes):
+            tw.write(p[0], description=writer.description(k + 1, k / 30, k == 3),
+                     software="SI.VERSION_MAJOR = 2023", metadata=None, contiguous=False)
+    assert any(off < max(o + len(d) for o, d in log.ops[:i]) for i, (off, _) in
+               enumerate(log.ops) if i), "tifffile no longer writes out of order"
+    path = tmp_path / "grown.tif"
+    got = []
+    with open(path, "wb", buffering=0) as out, GrowingTiff(path) as g:
+        for off, data in log.ops:
+            for i in range(0, len(data), 16):  # a write lands a piece at a time
+                out.seek(off + i)
+                out.write(data[i:i + 16])
+                got += g.read_new()
+        got += g.read_new(final=True)
+    assert [frame_info(p.description)[0] for p in got] == [1, 2, 3, 4]
+    assert all(np.array_equal(p.pixels, q[0]) for p, q in zip(got, planes))

@@ -62,6 +62,7 @@ class GrowingTiff:
         self._ptr_pos = 0  # where the pointer to the next IFD lives
         self.pages = 0
         self._pending = False
+        self._final = False
 
     def close(self) -> None:
         self._fh.close()
@@ -79,8 +80,13 @@ class GrowingTiff:
         """True when a page has been started but is not completely on disk yet."""
         return self._pending
 
-    def read_new(self) -> list[Page]:
-        """Every page completed since the last call, in file order."""
+    def read_new(self, final: bool = False) -> list[Page]:
+        """Every page completed since the last call, in file order.
+
+        ``final``: the writer is done with this file (a later file exists, or acquisition
+        ended), so the newest page is judged as it is rather than waited for.
+        """
+        self._final = final
         out: list[Page] = []
         size = self.size()
         while True:
@@ -145,7 +151,20 @@ class GrowingTiff:
                 tag, typ, cnt = struct.unpack(bo + "HHI", e[:8])
                 inline = e[8:12]
             tags[tag] = (typ, cnt, inline)
-        page = self._page(tags, size)
+        # tifffile (and so perhaps other writers) links a page from the previous one first,
+        # writes its pixels, and writes the IFD with its tag data last: the newest IFD lies
+        # inside the file and fills in, front to back, while we read it. So the newest page
+        # (no next page linked yet) that looks malformed or has text still to come is
+        # incomplete, not bad; once the writer links a next page, it is final.
+        newest = struct.unpack(ptr_fmt, raw[-ptr_n:])[0] == 0 and not self._final
+        try:
+            page = self._page(tags, size)
+        except TiffFormatError:
+            if newest:
+                raise _Incomplete from None
+            raise
+        if newest and not self._text_complete(tags, size):
+            raise _Incomplete
         self._ptr_pos = offset + count_n + n * entry_n
         self.pages += 1
         return page
@@ -169,7 +188,18 @@ class GrowingTiff:
         typ, cnt, _ = tags[tag]
         if typ not in TYPE_CODES:
             raise TiffFormatError(f"{self.path}: tag {tag} has non-integer type {typ}")
+        if cnt == 0:
+            raise TiffFormatError(f"{self.path}: page {self.pages}: tag {tag} has no values")
         return list(struct.unpack(f"{self._bo}{cnt}{TYPE_CODES[typ]}", data))
+
+    def _text_complete(self, tags: dict, size: int) -> bool:
+        """True when every text tag is written to its end: ASCII values are NUL-terminated
+        and written front to back, so a NUL before the last byte means text still to come."""
+        for tag in (DESCRIPTION, SOFTWARE):
+            data = self._value(tags, tag, size)
+            if data is not None and b"\0" in data[:-1]:
+                return False
+        return True
 
     def _text(self, tags: dict, tag: int, size: int) -> str:
         data = self._value(tags, tag, size)

@@ -111,6 +111,7 @@ class TiffFollower:
         self.counts = {"files": 0, "pages": 0, "truncated_files": 0}
         self._closed = False
         self._file: GrowingTiff | None = None
+        self._final = False  # the writer is done with self._file: judge its last page as is
         self._key: tuple[int, int] | None = None
         self._ignore: set[tuple[int, int]] = set()
         self._last_number: int | None = None
@@ -172,6 +173,9 @@ class TiffFollower:
             stalled = self._maybe_move_on(stalled)
             if self._file is not None:
                 if self._idle_end(idle):
+                    if self._file is not None and self._file.pending():
+                        self._final = True  # acquisition over: judge the last page as it is
+                        yield from self._read_pages()
                     return
                 time.sleep(self.settings.poll_s)
 
@@ -225,18 +229,22 @@ class TiffFollower:
                 return (size, now)
             if now - stalled[1] < self.settings.settle_s:
                 return stalled
+            if not self._final:  # settled: read its last page once more, as it is
+                self._final = True
+                return stalled
             self.counts["truncated_files"] += 1
             log.error("%s: %s ends with an incomplete page after %d complete ones (truncated "
                       "file); skipping its tail and moving on", self.what, f.path.name, f.pages)
         f.close()
         self._file = None
+        self._final = False
         return None
 
     def _read_pages(self) -> Iterator[ImagingFrame]:
         f = self._file
         assert f is not None
         try:
-            pages = f.read_new()
+            pages = f.read_new(final=self._final)
         except FrameFormatError as exc:
             self._skip_file(exc)
             return
@@ -280,3 +288,4 @@ class TiffFollower:
         log.error("%s: skipping the rest of %s", self.what, self._file.path.name)
         self._file.close()
         self._file = None
+        self._final = False
