@@ -61,6 +61,11 @@ class HeldStop:
             signal.setitimer(signal.ITIMER_REAL, 0)
             raise Stop(self.pending)
 
+    def end(self) -> None:
+        """Leave any held section without raising: the caller is unwinding anyway."""
+        self.holding = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
     def _on_signal(self, signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
         if not self.holding:
@@ -76,9 +81,10 @@ class HeldStop:
 
 def ignore_stop_signals() -> None:
     """During cleanup a second Ctrl-C must not interrupt writing the stats file."""
-    signal.setitimer(signal.ITIMER_REAL, 0)  # a HeldStop's pending alarm, if any
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)  # a HeldStop's pending alarm, if any ...
+    signal.setitimer(signal.ITIMER_REAL, 0)  # ... and cancelled
 
 
 def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:

@@ -174,18 +174,21 @@ def run_daq(settings: DaqSettings) -> int:
                                               settings.wait_timeout_s)
                 log.info("subscribers %s for %s", "ready" if ok else "NOT ready (timeout)",
                          ", ".join(settings.wait_for))
-            for event in source.events():
-                if first_event is None:
-                    first_event = time.monotonic()
-                if isinstance(event, SyncEvent) and event.imaging_frame > last_frame:
-                    stop.hold()  # its frame is next: publish both or neither
-                publish(event)
-                if isinstance(event, ImagingFrame):
-                    last_frame = event.index
-                    stop.release()
-                if source_status is not None and time.monotonic() - status_t > 0.5:
-                    pub.status.update(source_status())  # sync counters ride the heartbeat
-                    status_t = time.monotonic()
+            try:
+                for event in source.events():
+                    if first_event is None:
+                        first_event = time.monotonic()
+                    if isinstance(event, SyncEvent) and event.imaging_frame > last_frame:
+                        stop.hold()  # its frame is next: publish both or neither
+                    publish(event)
+                    if isinstance(event, ImagingFrame):
+                        last_frame = event.index
+                        stop.release()
+                    if source_status is not None and time.monotonic() - status_t > 0.5:
+                        pub.status.update(source_status())  # sync counters ride the heartbeat
+                        status_t = time.monotonic()
+            finally:
+                stop.end()  # no held stop or alarm may fire into the source's cleanup
             if source_status is not None:
                 pub.status.update(source_status())
     except Stop as sig:
@@ -196,8 +199,10 @@ def run_daq(settings: DaqSettings) -> int:
     finally:
         ignore_stop_signals()
         # A source that ended on its own (a replay, a finite sim run) lets the last queued
-        # messages go out; a stop signal or a failure closes at once.
-        pub.close(linger_ms=1000 if reason == "source ended" else 0)
+        # messages go out; a stop signal briefly (the frame a held stop waited for may still
+        # be queued behind its sync); a failure closes at once.
+        pub.close(linger_ms=1000 if reason == "source ended" else
+                  200 if reason.startswith("stopped") else 0)
         now = time.monotonic()
         stats = {"process": "daq", "reason": reason, "elapsed_s": now - started,
                  "acquiring_s": now - first_event if first_event is not None else 0.0,

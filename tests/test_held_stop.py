@@ -53,3 +53,11 @@ def test_release_without_a_signal_goes_on_and_cleanup_cancels_the_alarm(held) ->
     os.kill(os.getpid(), signal.SIGTERM)
     ignore_stop_signals()  # cleanup starts: the pending alarm must not fire into it
     time.sleep(0.4)
+
+
+def test_end_leaves_a_held_section_quietly_and_cancels_the_alarm(held) -> None:
+    held.hold()
+    os.kill(os.getpid(), signal.SIGTERM)
+    held.end()  # the loop is unwinding (its source ended or failed): no Stop from here on
+    time.sleep(0.4)
+    assert not held.holding

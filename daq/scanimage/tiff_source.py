@@ -197,6 +197,7 @@ class TiffFollower:
             except OSError as exc:
                 raise AcquisitionError(f"{self.what}: cannot open {path.name}: {exc}") from exc
             self._key = key
+            self._final = False
             self.counts["files"] += 1
             log.info("%s: following %s", self.what, path.name)
             return True
