@@ -132,16 +132,23 @@ def test_equal_rates_stay_one_reconstruction_per_imaging_frame(tmp_path) -> None
     assert [s for s, _ in live] == [s - dec.lag for s in sorted(rows)]
 
 
-def test_behaviour_comes_from_sync_and_falls_back_to_the_card_mean(tmp_path) -> None:
+def _rois_and_behaviour_model(tmp_path, rng: np.random.Generator, h: int, w: int,
+                              n: int = 20):
+    """tmp_path/rois.npz (n random 4-pixel ROIs in an h x w frame) and a linear ONNX model
+    for them that takes behaviour; returns the model's path."""
     from decoder.rois import from_pixel_lists, save_rois
     from decoder.training.synthetic import write_linear_model
 
-    n, h, w = 20, 32, 32
-    rng = np.random.default_rng(0)
     save_rois(tmp_path / "rois.npz", from_pixel_lists(
         [rng.integers(0, h, 4) for _ in range(n)], [rng.integers(0, w, 4) for _ in range(n)],
         None, (h, w), block_px=8))
-    model = write_linear_model(tmp_path / "m.onnx", neurons=n, window=4, lag=2, behavior=True)
+    return write_linear_model(tmp_path / "m.onnx", neurons=n, window=4, lag=2, behavior=True)
+
+
+def test_behaviour_comes_from_sync_and_falls_back_to_the_card_mean(tmp_path) -> None:
+    h, w = 32, 32
+    rng = np.random.default_rng(0)
+    model = _rois_and_behaviour_model(tmp_path, rng, h, w)
     settings = DecoderSettings(rois=str(tmp_path / "rois.npz"), model=str(model))
     img = rng.integers(100, 200, (h, w)).astype(np.uint16)
     beh = {"pupil": 9.0, "running": 20.0, "pupil_x": 1.0, "pupil_y": -2.0}
@@ -209,16 +216,11 @@ def test_decoder_process_without_sync_does_not_wait_for_it(tmp_path, cli_env, zm
     import sys
 
     from cortexcast.bench import free_ports
-    from decoder.rois import from_pixel_lists, save_rois
-    from decoder.training.synthetic import write_linear_model
     from stream.pubsub import Publisher, Subscriber
 
-    n, h, w = 20, 32, 32
+    h, w = 32, 32
     rng = np.random.default_rng(0)
-    save_rois(tmp_path / "rois.npz", from_pixel_lists(
-        [rng.integers(0, h, 4) for _ in range(n)], [rng.integers(0, w, 4) for _ in range(n)],
-        None, (h, w), block_px=8))
-    model = write_linear_model(tmp_path / "m.onnx", neurons=n, window=4, lag=2, behavior=True)
+    model = _rois_and_behaviour_model(tmp_path, rng, h, w)
     daq, dec = free_ports(2)
     cfg = tmp_path / "d.toml"
     cfg.write_text(f"[decoder]\nframes_from = 'tcp://127.0.0.1:{daq}'\n"

@@ -96,7 +96,6 @@ def fit_ridge_branch(train: FeatureSet, val: FeatureSet, front: FrontEnd, window
     the (shift, alpha) with the best validation pixel correlation wins. Alpha is relative
     (penalty = alpha x mean eigenvalue of the centred XᵀX), as in ``--method ridge``."""
     x = design(train, window)
-    n = len(x)
     mx = x.mean(0)
     xc = x - mx
     evals, evecs = np.linalg.eigh((xc.T @ xc).astype(np.float64))
@@ -197,6 +196,20 @@ class Cache:
         return self.feats[rows], self.beh[rows]
 
 
+def member_batch_loss(model, data: Cache, member: int, opt: FitOptions,
+                      gen: torch.Generator, power: float) -> torch.Tensor:
+    """The loss of one member on one random batch of ``data``'s frames (each member draws its
+    own batches; feature noise, if any, is the augmentation)."""
+    fr = torch.randint(0, data.fs.frames, (opt.batch,), generator=gen).to(data.feats.device)
+    f, b = data.window(fr)
+    if opt.feature_noise > 0:
+        f = f + opt.feature_noise * torch.randn_like(f) / model.feat_inv
+    bz = model.behaviour_z(b) if model.s.behaviour else None
+    lin = data.lin[fr]
+    pred = lin + model.residual(f, bz, lin, [member])
+    return _loss(pred, data.target[fr], power, opt.corr_weight)
+
+
 def _loss(pred: torch.Tensor, target: torch.Tensor, scale: float,
           corr_weight: float) -> torch.Tensor:
     """MSE of the frame-PC coefficients (relative to the targets' power) + corr_weight x
@@ -239,8 +252,6 @@ def fit_members(model, train: Cache, val: Cache, mask: np.ndarray, opt: FitOptio
     Every member starts at zero (the graph = the ridge branch), scored as epoch 0, so a
     member's kept state never scores below the ridge branch on the validation trials.
     """
-    dev = train.feats.device
-    s = model.s
     gen = torch.Generator().manual_seed(opt.seed)
     adam = torch.optim.AdamW(list(model.members.parameters()), lr=opt.lr,
                              weight_decay=opt.weight_decay)
@@ -254,7 +265,6 @@ def fit_members(model, train: Cache, val: Cache, mask: np.ndarray, opt: FitOptio
     history = [{"epoch": 0, "loss": math.nan, "val_r": ridge, "time_s": 0.0}]
     epoch = 0
     t0 = time.monotonic()
-    fz_noise = opt.feature_noise
     model.train()
     for epoch in range(1, opt.epochs + 1):
         losses = []
@@ -262,14 +272,7 @@ def fit_members(model, train: Cache, val: Cache, mask: np.ndarray, opt: FitOptio
         for _ in range(0 if out_of_time else steps):
             total = 0.0
             for i in range(n):
-                fr = torch.randint(0, train.fs.frames, (opt.batch,), generator=gen).to(dev)
-                f, b = train.window(fr)
-                if fz_noise > 0:
-                    f = f + fz_noise * torch.randn_like(f) / model.feat_inv
-                bz = model.behaviour_z(b) if s.behaviour else None
-                lin = train.lin[fr]
-                pred = lin + model.residual(f, bz, lin, [i])
-                total = total + _loss(pred, train.target[fr], power, opt.corr_weight)
+                total = total + member_batch_loss(model, train, i, opt, gen, power)
             adam.zero_grad(set_to_none=True)
             total.backward()
             adam.step()

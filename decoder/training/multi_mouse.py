@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from decoder.train import TrainResult, TrainSettings, pick_device
-from decoder.training.fit import Cache, FitReport, _loss, validation_score, zero_members
+from decoder.training.fit import (Cache, FitReport, member_batch_loss, validation_score,
+                                  zero_members)
 from decoder.training.mouse import (
     Mouse, build_model, card_info, export_checked, fit_options, prepare_mouse,
 )
@@ -127,14 +128,7 @@ def fit_tied(models: list[ResidualDecoder], mice: list[Mouse], s: TrainSettings,
             total = 0.0
             for mo, (tc, _), pw in zip(models, caches, power):
                 for i in range(n):
-                    fr = torch.randint(0, tc.fs.frames, (opt.batch,), generator=gen).to(device)
-                    f, b = tc.window(fr)
-                    if opt.feature_noise > 0:
-                        f = f + opt.feature_noise * torch.randn_like(f) / mo.feat_inv
-                    bz = mo.behaviour_z(b) if mo.s.behaviour else None
-                    lin = tc.lin[fr]
-                    pred = lin + mo.residual(f, bz, lin, [i])
-                    total = total + _loss(pred, tc.target[fr], pw, opt.corr_weight)
+                    total = total + member_batch_loss(mo, tc, i, opt, gen, pw)
             adam.zero_grad(set_to_none=True)
             total.backward()
             adam.step()
