@@ -1,3 +1,3 @@
-from cortexcast.cli import main
+from cortexcast.app.cli import main
 
 raise SystemExit(main())

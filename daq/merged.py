@@ -23,8 +23,9 @@ import queue
 import threading
 from typing import Any, Iterator, Mapping
 
-from daq.source import (AcquisitionError, AcquisitionSource, Event, ImagingFrame,
-                        StimulusFrame, SyncEvent)
+from cortexcast.core.events import Event, ImagingFrame, StimulusFrame, SyncEvent
+
+from cortexcast.daq.source import AcquisitionError, AcquisitionSource
 
 log = logging.getLogger(__name__)
 _END = object()

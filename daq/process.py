@@ -1,7 +1,7 @@
 """The daq process: take events from a source backend, publish them on the wire.
 
 Thin by design: which backend is a setting, what it does lives behind
-:class:`daq.source.AcquisitionSource`. Publishing never blocks (PUB drops
+:class:`cortexcast.daq.source.AcquisitionSource`. Publishing never blocks (PUB drops
 for a slow subscriber), so acquisition never waits on a consumer.
 """
 
@@ -14,15 +14,16 @@ from typing import Literal
 
 import numpy as np
 
-from cortexcast.runtime import HeldStop, Stop, ignore_stop_signals, write_json_atomic
-from daq.ni.settings import NiSettings
-from daq.scanimage.tiff_source import TiffSettings
-from daq.scanimage.zmq_source import BridgeSettings, ScanImageStreamSettings
-from daq.serial_sync.settings import SerialSettings
-from daq.sim.settings import SimSettings
-from daq.source import AcquisitionError, AcquisitionSource, ImagingFrame, StimulusFrame, SyncEvent
-from daq.stimulus_identity import StimulusSettings
-from stream.pubsub import Publisher, parse_wait_for
+from cortexcast.core.runtime import HeldStop, Stop, ignore_stop_signals, write_json_atomic
+from cortexcast.daq.ni.settings import NiSettings
+from cortexcast.daq.scanimage.tiff_source import TiffSettings
+from cortexcast.daq.scanimage.zmq_source import BridgeSettings, ScanImageStreamSettings
+from cortexcast.daq.serial_sync.settings import SerialSettings
+from cortexcast.daq.sim.settings import SimSettings
+from cortexcast.core.events import ImagingFrame, StimulusFrame, SyncEvent
+from cortexcast.daq.source import AcquisitionError, AcquisitionSource
+from cortexcast.daq.stimulus_identity import StimulusSettings
+from cortexcast.stream.pubsub import Publisher, parse_wait_for
 
 log = logging.getLogger("daq")
 
@@ -82,20 +83,20 @@ class DaqSettings:
 
 def make_source(settings: DaqSettings) -> AcquisitionSource:
     if settings.source == "sim":
-        from daq.sim.rig import SimulatedRig
+        from cortexcast.daq.sim.rig import SimulatedRig
 
         return SimulatedRig(settings.sim)
     if settings.source in ("scanimage", "scanimage-bridge"):
-        from daq.scanimage.zmq_source import bridge_source, scanimage_stream_source
+        from cortexcast.daq.scanimage.zmq_source import bridge_source, scanimage_stream_source
 
         if settings.source == "scanimage":
             return scanimage_stream_source(settings.scanimage)
         return bridge_source(settings.bridge)
     if settings.source == "tiff":
-        from daq.scanimage.tiff_source import TiffFollower
+        from cortexcast.daq.scanimage.tiff_source import TiffFollower
 
         return TiffFollower(settings.tiff)
-    from daq.replay_source import ReplaySource
+    from cortexcast.daq.replay_source import ReplaySource
 
     return ReplaySource(settings.recording, paced=settings.replay_paced)  # type: ignore[arg-type]
 
@@ -104,20 +105,20 @@ def with_sync(frames: AcquisitionSource, settings: DaqSettings) -> AcquisitionSo
     """The frame source merged with the sync sources ``settings.sync`` names (if any)."""
     if not settings.sync:
         return frames
-    from daq.merged import MergedSource
+    from cortexcast.daq.merged import MergedSource
 
     syncs: dict[str, object] = {}
     for name in settings.sync:
         if name == "ni":
-            from daq.ni.source import NiSyncSource
+            from cortexcast.daq.ni.source import NiSyncSource
 
             syncs[name] = NiSyncSource(settings.ni)
         elif name == "serial":
-            from daq.serial_sync.source import SerialSyncSource
+            from cortexcast.daq.serial_sync.source import SerialSyncSource
 
             syncs[name] = SerialSyncSource(settings.serial)
         else:
-            from daq.stimulus_identity import StimulusIdentitySource
+            from cortexcast.daq.stimulus_identity import StimulusIdentitySource
 
             syncs[name] = StimulusIdentitySource(settings.stimulus)
     return MergedSource(frames, syncs)  # type: ignore[return-value]

@@ -26,10 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from daq.source import AcquisitionError, Event, ImagingFrame, StimulusFrame, SyncEvent
-from stream.message import Message
-from stream.recording import RecordingError, RecordingReader
-from stream.replay import Clock, Pacer, loop_period, timeline
+from cortexcast.core.events import Event, ImagingFrame, StimulusFrame, SyncEvent
+
+from cortexcast.daq.source import AcquisitionError
+from cortexcast.stream.message import Message
+from cortexcast.stream.recording import RecordingError, RecordingReader
+from cortexcast.stream.replay import Clock, Pacer, loop_period, timeline
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ def _shifted(event: Event, frames: int, stims: int, dt: float) -> Event:
 
 
 class ReplaySource:
-    """An :class:`~daq.source.AcquisitionSource` that plays a recording back.
+    """An :class:`~cortexcast.daq.source.AcquisitionSource` that plays a recording back.
 
     ``monotonic``/``sleep`` are injectable for tests. Messages that do not map
     to an event are skipped and counted in ``skipped``. With ``loop``, the

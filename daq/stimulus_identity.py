@@ -28,7 +28,9 @@ from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 
-from daq.source import AcquisitionError, StimulusFrame
+from cortexcast.core.events import StimulusFrame
+
+from cortexcast.daq.source import AcquisitionError
 
 log = logging.getLogger(__name__)
 STIM_SHAPE = (36, 64)

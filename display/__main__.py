@@ -2,7 +2,7 @@
 
 import sys
 
-from display.cli import main
+from cortexcast.display.cli import main
 
 if __name__ == "__main__":  # not when a spawned worker re-imports the main module
     sys.exit(main())

@@ -16,8 +16,8 @@ import logging
 import sys
 from typing import Any
 
-from cortexcast.config import ConfigError, load_settings
-from display.settings import DisplaySettings
+from cortexcast.core.config import ConfigError, load_settings
+from cortexcast.display.settings import DisplaySettings
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,8 +65,8 @@ def settings_from_args(args: argparse.Namespace) -> DisplaySettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    from display.server import Display, DisplayError  # aiohttp, zmq: only when running
-    from stream.pubsub import StreamError
+    from cortexcast.display.server import Display, DisplayError  # aiohttp, zmq: only when running
+    from cortexcast.stream.pubsub import StreamError
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

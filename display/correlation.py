@@ -1,6 +1,6 @@
 """The display's running pixel correlation, and a worker process to compute it in.
 
-The number is :func:`decoder.metric.pixel_correlation` (one implementation for
+The number is :func:`cortexcast.decoder.live.metric.pixel_correlation` (one implementation for
 evaluate, display and bench) over the last paired frames. Its Gaussian filter
 holds the GIL for milliseconds at a time; run in the display's own process it
 delayed the receiver thread (p99 of ``decoder.pub→display.recv`` rose from
@@ -26,7 +26,7 @@ _PARENT_POLL_S = 0.5
 
 
 def _default_metric() -> Metric:
-    from decoder.metric import pixel_correlation  # lazy: scipy only when first needed
+    from cortexcast.decoder.live.metric import pixel_correlation  # lazy: scipy only when first needed
 
     return pixel_correlation
 

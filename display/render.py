@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import GifImagePlugin, Image
 
-from display.state import View
+from cortexcast.display.state import View
 
 FRAME_SHAPE = (36, 64)
 _GAP_VALUE = 24  # dark grey strip between the two halves of a saved frame

@@ -4,13 +4,13 @@ Four parts, none of which can slow the receiver:
 
 * a receiver thread owns the ZeroMQ SUB socket, takes EVERY message (so the
   latency statistics see all of them), stamps ``display.recv`` on arrival and
-  feeds the :class:`~display.state.DisplayState` (under a lock held for
+  feeds the :class:`~cortexcast.display.state.DisplayState` (under a lock held for
   microseconds);
 * an asyncio loop ticks at ``fps``: it takes the newest view (older ones count
   as skipped), encodes it once and offers it to every browser (newest only,
-  see :mod:`display.web`) and to the saver; it refreshes the status at 4 Hz;
+  see :mod:`cortexcast.display.web`) and to the saver; it refreshes the status at 4 Hz;
 * once a second a task has the running correlation recomputed in a worker
-  process (see :mod:`display.correlation` for why not in this one);
+  process (see :mod:`cortexcast.display.correlation` for why not in this one);
 * the aiohttp server (unless ``headless``).
 
 Stops on SIGINT/SIGTERM or after ``duration_s``; then writes ``stats_out``.
@@ -33,14 +33,14 @@ from typing import Any, TextIO
 import numpy as np
 from aiohttp import web
 
-from decoder.mask_file import read_mask
-from display.correlation import CorrelationWorker
-from display.latency import END_TO_END_KEY
-from display.render import FrameSaver, compose, encode_frame
-from display.settings import DisplaySettings
-from display.state import RECONSTRUCTION, STIMULUS, DisplayState
-from display.web import Hub, make_app
-from stream.pubsub import Subscriber
+from cortexcast.decoder.live.mask_file import read_mask
+from cortexcast.display.correlation import CorrelationWorker
+from cortexcast.display.latency import END_TO_END_KEY
+from cortexcast.display.render import FrameSaver, compose, encode_frame
+from cortexcast.display.settings import DisplaySettings
+from cortexcast.display.state import RECONSTRUCTION, STIMULUS, DisplayState
+from cortexcast.display.web import Hub, make_app
+from cortexcast.stream.pubsub import Subscriber
 
 log = logging.getLogger(__name__)
 

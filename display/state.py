@@ -1,7 +1,7 @@
 """What the display knows: the newest stimulus/reconstruction pair, counters, latency, r.
 
 A plain object, no sockets, no clocks, no threads: the display process feeds
-it decoded :class:`stream.message.Message` s (already stamped
+it decoded :class:`cortexcast.stream.message.Message` s (already stamped
 ``display.recv``) and reads views and summaries from it; tests call it
 directly.
 
@@ -9,7 +9,7 @@ Pairing: stimulus frames are kept by their global index (``meta.stim_frame``)
 for a while; a reconstruction names the stimulus frame it reconstructs
 (``meta.stim_frame``) and is paired with it, now or as soon as that stimulus
 frame arrives. The running pixel correlation is computed over the last
-``correlation_window`` pairs with :func:`decoder.metric.pixel_correlation`.
+``correlation_window`` pairs with :func:`cortexcast.decoder.live.metric.pixel_correlation`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from display.correlation import Metric, window_correlation
-from display.latency import LatencyStats
-from stream.message import Message
+from cortexcast.display.correlation import Metric, window_correlation
+from cortexcast.display.latency import LatencyStats
+from cortexcast.stream.message import Message
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ misses frames, it never queues them and never slows anything upstream.
 
 Routes: ``/`` the page (script and style inlined), ``/static/*`` the same
 files separately (for development), ``/ws`` the
-WebSocket (binary frames, see :mod:`display.render`; text JSON status
+WebSocket (binary frames, see :mod:`cortexcast.display.render`; text JSON status
 messages ``{"type": "status", ...}``), ``/api/stats`` the same status as JSON.
 """
 

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import zmq
 
-from stream.message import Message, MessageError, decode, encode
+from cortexcast.stream.message import Message, MessageError, decode, encode
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """``cortexcast record`` and ``cortexcast replay``: thin loops around the recording format.
 
 ``record`` subscribes to any set of streams and appends every message, as
-received, to a recording (:mod:`stream.recording`); ``replay`` publishes a
-recording again (:mod:`stream.replay`). ``cortexcast/cli.py`` adds them with
+received, to a recording (:mod:`cortexcast.stream.recording`); ``replay`` publishes a
+recording again (:mod:`cortexcast.stream.replay`). ``cortexcast/cli.py`` adds them with
 :func:`register_record` and :func:`register_replay`; ``python -m
-stream.record_cli record|replay ...`` runs them on their own.
+cortexcast.stream.record_cli record|replay ...`` runs them on their own.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from typing import Any
 
 import zmq
 
-from cortexcast.config import ConfigError, load_settings
-from cortexcast.runtime import setup_logging, write_json_atomic
-from stream.message import Message, encode
-from stream.pubsub import Publisher, StreamError, Subscriber
-from stream.recording import RecordingError, RecordingReader, RecordingWriter
-from stream.replay import Replayer, ReplaySettings, ReplayStats
+from cortexcast.core.config import ConfigError, load_settings
+from cortexcast.core.runtime import setup_logging, write_json_atomic
+from cortexcast.stream.message import Message, encode
+from cortexcast.stream.pubsub import Publisher, StreamError, Subscriber
+from cortexcast.stream.recording import RecordingError, RecordingReader, RecordingWriter
+from cortexcast.stream.replay import Replayer, ReplaySettings, ReplayStats
 
 log = logging.getLogger(__name__)
 
@@ -296,8 +296,8 @@ def register_replay(subparsers: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m stream.record_cli record|replay ...`` (until cortexcast/cli.py has them)."""
-    parser = argparse.ArgumentParser(prog="python -m stream.record_cli")
+    """``python -m cortexcast.stream.record_cli record|replay ...`` (until cortexcast/cli.py has them)."""
+    parser = argparse.ArgumentParser(prog="python -m cortexcast.stream.record_cli")
     sub = parser.add_subparsers(dest="command", required=True)
     register_record(sub)
     register_replay(sub)

@@ -34,7 +34,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from stream.message import Message, MessageError, decode, encode
+from cortexcast.stream.message import Message, MessageError, decode, encode
 
 log = logging.getLogger(__name__)
 

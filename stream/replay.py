@@ -1,7 +1,7 @@
 """Publishing a recording again, at recorded pace or as fast as possible.
 
 The logic is socket-free: :class:`Replayer` reads a
-:class:`~stream.recording.RecordingReader` and hands each message to a
+:class:`~cortexcast.stream.recording.RecordingReader` and hands each message to a
 ``send`` callable (``Publisher.send`` in the ``replay`` process, a list in
 tests). :class:`Pacer` schedules against absolute deadlines
 ``start + t_recorded / speed``, so sleeping late for one message never delays
@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from stream.message import Message
-from stream.recording import RecordingReader
+from cortexcast.stream.message import Message
+from cortexcast.stream.recording import RecordingReader
 
 Clock = Literal["recv", "t_acq"]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cortexcast import bench
-from cortexcast.config import ConfigError
-from decoder.model_card import ModelError
-from decoder.training.synthetic import write_linear_model
+from cortexcast.app import bench
+from cortexcast.core.config import ConfigError
+from cortexcast.decoder.live.model_card import ModelError
+from cortexcast.decoder.training.synthetic import write_linear_model
 
 
 def _bench(*argv: str) -> int:
@@ -52,7 +52,7 @@ def test_decoder_only_reports_each_model_and_their_ratio(models, tmp_path: Path,
 
 
 def test_decoder_only_on_dataset_responses(models, tmp_path: Path) -> None:
-    from decoder.training.synthetic import write_synthetic_dataset
+    from cortexcast.decoder.training.synthetic import write_synthetic_dataset
 
     data = write_synthetic_dataset(tmp_path / "mouse", neurons=50)
     out = tmp_path / "b.json"

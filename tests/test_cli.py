@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from cortexcast.cli import build_parser
+from cortexcast.app.cli import build_parser
 
 COMMANDS = ["demo", "up", "daq", "decoder", "display", "record", "replay", "simulate", "train",
             "evaluate", "reconstruct", "bench", "loop", "doctor"]
@@ -22,8 +22,8 @@ def test_help(command: str, capsys) -> None:
 
 
 def test_live_path_does_not_import_torch(cli_env) -> None:
-    code = ("import sys, cortexcast.cli as c; c.build_parser(); "
-            "import daq.process, decoder.process, display.cli, daq.sim.rig, decoder.pixel_decoder; "
+    code = ("import sys, cortexcast.app.cli as c; c.build_parser(); "
+            "import cortexcast.daq.process, cortexcast.decoder.live.process, cortexcast.display.cli, cortexcast.daq.sim.rig, cortexcast.decoder.live.pixel_decoder; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=cli_env, check=True)

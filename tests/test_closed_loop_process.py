@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cortexcast.bench import free_ports
-from decoder.process import BUNDLED_MODEL
-from stream.pubsub import Publisher, Subscriber
+from cortexcast.app.bench import free_ports
+from cortexcast.decoder.live.process import BUNDLED_MODEL
+from cortexcast.stream.pubsub import Publisher, Subscriber
 from test_triggers import FakeDevice
 
 SHAPE = (36, 64)
@@ -174,8 +174,8 @@ def test_up_runs_the_loop_on_the_simulated_rig(tmp_path: Path, cli_env) -> None:
     """sim daq -> decoder (bundled model) -> loop, under `cortexcast up`, until the sim ends."""
     import tomllib
 
-    from cortexcast.launcher import write_sim_config
-    from cortexcast.tomlwrite import dumps
+    from cortexcast.app.launcher import write_sim_config
+    from cortexcast.core.tomlwrite import dumps
 
     daq_port, dec_port, loop_port = free_ports(3)
     run = tmp_path / "run"

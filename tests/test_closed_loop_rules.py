@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cortexcast.config import ConfigError, settings_from_table
-from decoder.closed_loop.process import ClosedLoop, LoopSettings, firing_record, latency_ms
-from decoder.closed_loop.rules import (
+from cortexcast.core.config import ConfigError, settings_from_table
+from cortexcast.decoder.closed_loop.process import ClosedLoop, LoopSettings, firing_record, latency_ms
+from cortexcast.decoder.closed_loop.rules import (
     BrightnessRule, CorrelationRule, RuleError, RuleSettings, build_rule, rect_mask,
 )
-from stream.message import Message
+from cortexcast.stream.message import Message
 
 SHAPE = (36, 64)
 rng = np.random.default_rng(7)

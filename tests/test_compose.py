@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cortexcast.cli import build_parser
+from cortexcast.app.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cortexcast.config import ConfigError, load_settings
-from cortexcast.tomlwrite import dumps
+from cortexcast.core.config import ConfigError, load_settings
+from cortexcast.core.tomlwrite import dumps
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decoder.dataset import DatasetError, SensoriumDataset
-from decoder.training.synthetic import write_synthetic_dataset
+from cortexcast.decoder.offline.dataset import DatasetError, SensoriumDataset
+from cortexcast.decoder.training.synthetic import write_synthetic_dataset
 
 
 @pytest.fixture(scope="module")

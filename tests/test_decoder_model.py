@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decoder.model_card import ModelCard, ModelError, load_card, load_mask, save_card, save_mask
-from decoder.pixel_decoder import PixelDecoder
-from decoder.training.synthetic import write_linear_model
+from cortexcast.decoder.live.model_card import ModelCard, ModelError, load_card, load_mask, save_card, save_mask
+from cortexcast.decoder.live.pixel_decoder import PixelDecoder
+from cortexcast.decoder.training.synthetic import write_linear_model
 
 N, W, L = 60, 10, 5
 
@@ -123,8 +123,8 @@ def test_model_errors(tmp_path: Path, linear_model: Path) -> None:
 
 
 def test_live_path_does_not_import_torch() -> None:
-    code = ("import sys, decoder.pixel_decoder, decoder.reconstruct, decoder.evaluate, "
-            "decoder.metric, decoder.dataset, decoder.model_card, decoder.cli, decoder.offline, "
-            "decoder.process, decoder.closed_loop.process, daq.process, display.server; "
+    code = ("import sys, cortexcast.decoder.live.pixel_decoder, cortexcast.decoder.offline.reconstruct, cortexcast.decoder.offline.evaluate, "
+            "cortexcast.decoder.live.metric, cortexcast.decoder.offline.dataset, cortexcast.decoder.live.model_card, cortexcast.app.offline_commands, cortexcast.decoder.offline.streaming, "
+            "cortexcast.decoder.live.process, cortexcast.decoder.closed_loop.process, cortexcast.daq.process, cortexcast.display.server; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

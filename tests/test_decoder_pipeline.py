@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decoder import cli
-from decoder.dataset import DatasetError, SensoriumDataset
-from decoder.evaluate import evaluate
-from decoder.model_card import ModelError, load_card, mask_path
-from decoder.reconstruct import reconstruct
-from decoder.training.synthetic import write_linear_model, write_synthetic_dataset
+from cortexcast.app import offline_commands as cli
+from cortexcast.decoder.offline.dataset import DatasetError, SensoriumDataset
+from cortexcast.decoder.offline.evaluate import evaluate
+from cortexcast.decoder.live.model_card import ModelError, load_card, mask_path
+from cortexcast.decoder.offline.reconstruct import reconstruct
+from cortexcast.decoder.training.synthetic import write_linear_model, write_synthetic_dataset
 
 N = 60
 

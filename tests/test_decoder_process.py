@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from decoder.process import DecoderSettings, FrameDecoder, SyncTracker
+from cortexcast.decoder.live.process import DecoderSettings, FrameDecoder, SyncTracker
 
 
 def test_sync_tracker_maps_known_frames_and_extrapolates() -> None:
@@ -33,8 +33,8 @@ def test_decoder_settings_need_rois() -> None:
 
 
 def test_frame_decoder_end_to_end_without_sockets(tmp_path) -> None:
-    from decoder.rois import from_pixel_lists, save_rois
-    from decoder.training.synthetic import write_linear_model
+    from cortexcast.core.rois import from_pixel_lists, save_rois
+    from cortexcast.decoder.training.synthetic import write_linear_model
 
     n, h, w = 20, 32, 32
     rng = np.random.default_rng(0)
@@ -51,8 +51,8 @@ def test_frame_decoder_end_to_end_without_sockets(tmp_path) -> None:
 
 
 def test_frame_decoder_rejects_model_roi_mismatch(tmp_path) -> None:
-    from decoder.rois import from_pixel_lists, save_rois
-    from decoder.training.synthetic import write_linear_model
+    from cortexcast.core.rois import from_pixel_lists, save_rois
+    from cortexcast.decoder.training.synthetic import write_linear_model
 
     save_rois(tmp_path / "rois.npz",
               from_pixel_lists([np.array([1])], [np.array([1])], None, (8, 8), block_px=8))
@@ -63,10 +63,10 @@ def test_frame_decoder_rejects_model_roi_mismatch(tmp_path) -> None:
 
 # ------------------------------------------------- behaviour and slow (volumetric) imaging
 def _slow_rig(tmp_path, rate_hz: float = 8.0, duration_s: float = 4.0):
-    from daq.sim.rig import SimulatedRig
-    from daq.sim.settings import SimSettings
-    from decoder.rois import save_rois
-    from decoder.training.synthetic import write_linear_model
+    from cortexcast.daq.sim.rig import SimulatedRig
+    from cortexcast.daq.sim.settings import SimSettings
+    from cortexcast.core.rois import save_rois
+    from cortexcast.decoder.training.synthetic import write_linear_model
 
     rig = SimulatedRig(SimSettings(n_neurons=100, frame_height=64, frame_width=64,
                                    imaging_rate_hz=rate_hz, paced=False, duration_s=duration_s))
@@ -80,8 +80,8 @@ def _decode_rig_in_order(rig, dec: FrameDecoder):
     """Feed the rig's events as the decoder process sees them: each frame is decoded once its
     sync (which the rig sends just before it) has arrived. Also returns the training-data view:
     stimulus frame -> (activity, behaviour) of the imaging frame on whose mid-point it was on."""
-    from daq.source import ImagingFrame, SyncEvent
-    from decoder.extraction import ActivityExtractor
+    from cortexcast.core.events import ImagingFrame, SyncEvent
+    from cortexcast.decoder.live.extraction import ActivityExtractor
 
     ref_extract = ActivityExtractor(rig.rois(), rig.settings.imaging_rate_hz)
     sync, live, rows, n_frames = None, [], {}, 0
@@ -103,7 +103,7 @@ def _decode_rig_in_order(rig, dec: FrameDecoder):
 def test_slow_imaging_feeds_the_model_the_training_datas_30hz_sequence(tmp_path) -> None:
     """At 8 Hz imaging / 30 Hz stimulus every stimulus frame gets one reconstruction, and the
     model sees exactly the rows a 30 Hz-resampled dataset holds (held between imaging frames)."""
-    from decoder.pixel_decoder import PixelDecoder
+    from cortexcast.decoder.live.pixel_decoder import PixelDecoder
 
     rig, rois, model = _slow_rig(tmp_path)
     dec = FrameDecoder(DecoderSettings(rois=str(rois), model=str(model), frame_rate_hz=8.0,
@@ -132,12 +132,12 @@ def test_equal_rates_stay_one_reconstruction_per_imaging_frame(tmp_path) -> None
     assert [s for s, _ in live] == [s - dec.lag for s in sorted(rows)]
 
 
-def _rois_and_behaviour_model(tmp_path, rng: np.random.Generator, h: int, w: int,
+def _rois_and_behavior_model(tmp_path, rng: np.random.Generator, h: int, w: int,
                               n: int = 20):
     """tmp_path/rois.npz (n random 4-pixel ROIs in an h x w frame) and a linear ONNX model
     for them that takes behaviour; returns the model's path."""
-    from decoder.rois import from_pixel_lists, save_rois
-    from decoder.training.synthetic import write_linear_model
+    from cortexcast.core.rois import from_pixel_lists, save_rois
+    from cortexcast.decoder.training.synthetic import write_linear_model
 
     save_rois(tmp_path / "rois.npz", from_pixel_lists(
         [rng.integers(0, h, 4) for _ in range(n)], [rng.integers(0, w, 4) for _ in range(n)],
@@ -145,10 +145,10 @@ def _rois_and_behaviour_model(tmp_path, rng: np.random.Generator, h: int, w: int
     return write_linear_model(tmp_path / "m.onnx", neurons=n, window=4, lag=2, behavior=True)
 
 
-def test_behaviour_comes_from_sync_and_falls_back_to_the_card_mean(tmp_path) -> None:
+def test_behavior_comes_from_sync_and_falls_back_to_the_card_mean(tmp_path) -> None:
     h, w = 32, 32
     rng = np.random.default_rng(0)
-    model = _rois_and_behaviour_model(tmp_path, rng, h, w)
+    model = _rois_and_behavior_model(tmp_path, rng, h, w)
     settings = DecoderSettings(rois=str(tmp_path / "rois.npz"), model=str(model))
     img = rng.integers(100, 200, (h, w)).astype(np.uint16)
     beh = {"pupil": 9.0, "running": 20.0, "pupil_x": 1.0, "pupil_y": -2.0}
@@ -169,8 +169,8 @@ def test_decoder_process_at_8hz_publishes_one_reconstruction_per_stimulus_frame(
     import subprocess
     import sys
 
-    from cortexcast.bench import free_ports
-    from stream.pubsub import Subscriber
+    from cortexcast.app.bench import free_ports
+    from cortexcast.stream.pubsub import Subscriber
 
     rig, rois, model = _slow_rig(tmp_path)
     expected = {s: f for s, f in _decode_rig_in_order(rig, FrameDecoder(DecoderSettings(
@@ -215,12 +215,12 @@ def test_decoder_process_without_sync_does_not_wait_for_it(tmp_path, cli_env, zm
     import subprocess
     import sys
 
-    from cortexcast.bench import free_ports
-    from stream.pubsub import Publisher, Subscriber
+    from cortexcast.app.bench import free_ports
+    from cortexcast.stream.pubsub import Publisher, Subscriber
 
     h, w = 32, 32
     rng = np.random.default_rng(0)
-    model = _rois_and_behaviour_model(tmp_path, rng, h, w)
+    model = _rois_and_behavior_model(tmp_path, rng, h, w)
     daq, dec = free_ports(2)
     cfg = tmp_path / "d.toml"
     cfg.write_text(f"[decoder]\nframes_from = 'tcp://127.0.0.1:{daq}'\n"

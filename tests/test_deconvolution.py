@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from decoder.deconvolution import (
+from cortexcast.decoder.live.deconvolution import (
     INDICATOR_TAU_S, DeconvolutionSettings, OnlineDeconvolver, deconvolve_traces,
 )
 
@@ -94,10 +94,10 @@ def test_decay_from_the_indicator_or_tau() -> None:
 @pytest.mark.slow
 def test_on_the_simulated_rig_deconvolved_extraction_is_closer_to_the_spikes() -> None:
     """Frames -> ΔF/F (ground-truth ROIs) -> deconvolution, against the sim's true spikes."""
-    from daq.sim.rig import SimulatedRig
-    from daq.sim.settings import SimSettings
-    from daq.source import ImagingFrame
-    from decoder.extraction import ActivityExtractor
+    from cortexcast.daq.sim.rig import SimulatedRig
+    from cortexcast.daq.sim.settings import SimSettings
+    from cortexcast.core.events import ImagingFrame
+    from cortexcast.decoder.live.extraction import ActivityExtractor
 
     rig = SimulatedRig(SimSettings(n_neurons=300, frame_height=128, frame_width=128,
                                    paced=False, duration_s=20.0))

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from display.render import decode_frame
-from stream.pubsub import Publisher
+from cortexcast.display.render import decode_frame
+from cortexcast.stream.pubsub import Publisher
 
 REPO = Path(__file__).resolve().parents[1]
 H, W = 36, 64

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cortexcast.config import ConfigError
-from display.cli import register, settings_from_args
-from display.render import FrameSaver, compose, decode_frame, encode_frame
-from display.settings import DisplaySettings
-from display.state import View
-from display.web import Client, Hub
+from cortexcast.core.config import ConfigError
+from cortexcast.display.cli import register, settings_from_args
+from cortexcast.display.render import FrameSaver, compose, decode_frame, encode_frame
+from cortexcast.display.settings import DisplaySettings
+from cortexcast.display.state import View
+from cortexcast.display.web import Client, Hub
 
 H, W = 36, 64
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from display.latency import END_TO_END_KEY, LatencyStats, spans
-from display.state import DisplayState
-from stream.message import Message
+from cortexcast.display.latency import END_TO_END_KEY, LatencyStats, spans
+from cortexcast.display.state import DisplayState
+from cortexcast.stream.message import Message
 
 H, W = 36, 64
 
@@ -201,7 +201,7 @@ def test_correlation_uses_the_given_mask_and_needs_two_frames() -> None:
 
 
 def test_correlation_with_the_real_metric() -> None:
-    metric = pytest.importorskip("decoder.metric")
+    metric = pytest.importorskip("cortexcast.decoder.live.metric")
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (H, W)).astype(np.uint8) for _ in range(40)]
     good, bad = DisplayState(correlation_window=30), DisplayState(correlation_window=30)

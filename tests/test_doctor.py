@@ -14,9 +14,9 @@ import pytest
 from nidaqmx.system import System
 from nidaqmx.system.device import Device
 
-from cortexcast.bench import free_ports
-from cortexcast.doctor import check_scanimage, RigFacts, format_report, run_checks
-from decoder.process import BUNDLED_MODEL
+from cortexcast.app.bench import free_ports
+from cortexcast.app.doctor import check_scanimage, RigFacts, format_report, run_checks
+from cortexcast.decoder.live.process import BUNDLED_MODEL
 from test_triggers import FakeDevice
 
 needs_model = pytest.mark.skipif(not BUNDLED_MODEL.exists(), reason="bundled model not built")
@@ -29,7 +29,7 @@ def _doctor(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
 
 @pytest.fixture(scope="module")
 def sim_config(tmp_path_factory) -> Path:
-    from cortexcast.launcher import write_sim_config
+    from cortexcast.app.launcher import write_sim_config
 
     run = tmp_path_factory.mktemp("sim")
     daq, dec = free_ports(2)
@@ -184,7 +184,7 @@ def test_configured_serial_port_present(tmp_path: Path) -> None:
 SCANIMAGE_STANDIN = """
 import sys, time
 import numpy as np, zmq
-from daq.scanimage.messages import pack_scanimage_message
+from cortexcast.daq.scanimage.messages import pack_scanimage_message
 sock = zmq.Context().socket(zmq.PUB)
 sock.bind(sys.argv[1])
 print("bound", flush=True)
@@ -200,7 +200,7 @@ while True:  # ScanImage streams at the frame rate
 @needs_model
 def test_scanimage_endpoint_reports_frames_seen(sim_config: Path, tmp_path: Path,
                                                 cli_env) -> None:
-    pytest.importorskip("daq.scanimage.messages")
+    pytest.importorskip("cortexcast.daq.scanimage.messages")
     port = free_ports(1)[0]
     endpoint = f"tcp://127.0.0.1:{port}"
     cfg = tmp_path / "rig.toml"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from decoder.extraction import ActivityExtractor, ExtractionSettings
-from decoder.rois import ROIError, from_pixel_lists, load_rois, save_rois
+from cortexcast.decoder.live.extraction import ActivityExtractor, ExtractionSettings
+from cortexcast.core.rois import ROIError, from_pixel_lists, load_rois, save_rois
 
 H, W = 64, 64
 

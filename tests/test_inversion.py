@@ -11,14 +11,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cortexcast.cli import main  # noqa: E402
-from decoder.dataset import SensoriumDataset  # noqa: E402
-from decoder.inversion.encoder import EncoderShape, VideoEncoder  # noqa: E402
-from decoder.inversion.fit import FitSettings, fit_encoders  # noqa: E402
-from decoder.inversion.invert import InversionSettings, invert_clip, smooth  # noqa: E402
-from decoder.metric import pixel_correlation  # noqa: E402
-from decoder.model_card import ModelError  # noqa: E402
-from decoder.training.synthetic import write_synthetic_dataset  # noqa: E402
+from cortexcast.app.cli import main  # noqa: E402
+from cortexcast.decoder.offline.dataset import SensoriumDataset  # noqa: E402
+from cortexcast.decoder.training.inversion.encoder import EncoderShape, VideoEncoder  # noqa: E402
+from cortexcast.decoder.training.inversion.fit import FitSettings, fit_encoders  # noqa: E402
+from cortexcast.decoder.training.inversion.invert import InversionSettings, invert_clip, smooth  # noqa: E402
+from cortexcast.decoder.live.metric import pixel_correlation  # noqa: E402
+from cortexcast.decoder.live.model_card import ModelError  # noqa: E402
+from cortexcast.decoder.training.synthetic import write_synthetic_dataset  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 
 
@@ -162,8 +162,8 @@ def test_offline_package_is_not_imported_by_the_live_path() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, decoder.process, decoder.reconstruct, decoder.evaluate, "
-            "decoder.report; print('torch' in sys.modules)")
+    code = ("import sys, cortexcast.decoder.live.process, cortexcast.decoder.offline.reconstruct, cortexcast.decoder.offline.evaluate, "
+            "cortexcast.decoder.offline.report; print('torch' in sys.modules)")
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -172,7 +172,7 @@ def test_offline_package_is_not_imported_by_the_live_path() -> None:
 
 
 def test_readout_positions_start_at_the_receptive_fields(data_dir: Path) -> None:
-    from decoder.inversion.encoder import estimate_positions
+    from cortexcast.decoder.training.inversion.encoder import estimate_positions
 
     ds = SensoriumDataset(data_dir)
     ids = ds.trial_ids("train")

@@ -10,11 +10,12 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from daq.merged import MergedSource
-from daq.serial_sync.settings import SerialSettings
-from daq.serial_sync.source import SerialSyncSource
-from daq.serial_sync.standin import PtyDevice
-from daq.source import AcquisitionError, ImagingFrame, StimulusFrame, SyncEvent
+from cortexcast.daq.merged import MergedSource
+from cortexcast.daq.serial_sync.settings import SerialSettings
+from cortexcast.daq.serial_sync.source import SerialSyncSource
+from cortexcast.daq.serial_sync.standin import PtyDevice
+from cortexcast.core.events import ImagingFrame, StimulusFrame, SyncEvent
+from cortexcast.daq.source import AcquisitionError
 
 
 class ListSource:
@@ -128,8 +129,8 @@ def test_unmatched_sync_numbering_is_reported(caplog) -> None:
 
 
 def test_sim_frames_with_serial_sync_from_a_pty(tmp_path: Path) -> None:
-    from daq.sim.rig import SimulatedRig
-    from daq.sim.settings import SimSettings
+    from cortexcast.daq.sim.rig import SimulatedRig
+    from cortexcast.daq.sim.settings import SimSettings
 
     link = tmp_path / "ttySYNC"
     rig = SimulatedRig(SimSettings(n_neurons=200, frame_height=64, frame_width=64, paced=True,

@@ -6,7 +6,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from stream.message import (
+from cortexcast.stream.message import (
     SCHEMA_VERSION,
     BufferError_,
     DtypeError,
@@ -121,7 +121,7 @@ def test_big_endian_arrays_arrive_in_native_order() -> None:
 
 
 def test_meta_int_rejects_non_integers() -> None:
-    from stream.message import meta_int
+    from cortexcast.stream.message import meta_int
 
     assert meta_int(_msg(), "imaging_frame") == 7
     assert meta_int(_msg(), "absent", -1) == -1

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from decoder.metric import (
+from cortexcast.decoder.live.metric import (
     estimate_eval_mask, mean_over_clips, per_clip_correlation, pixel_correlation,
 )
 

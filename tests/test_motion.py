@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from decoder.motion import (
+from cortexcast.decoder.live.motion import (
     FrameShifter, MotionCorrector, MotionError, MotionSettings, PhaseCorrelator, load_reference,
 )
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cortexcast.config import ConfigError, settings_from_table
-from decoder.process import DecoderSettings, FrameDecoder
-from decoder.rois import ROIError
+from cortexcast.core.config import ConfigError, settings_from_table
+from cortexcast.decoder.live.process import DecoderSettings, FrameDecoder
+from cortexcast.core.rois import ROIError
 
 from test_motion import _image as field_of_view
 from test_roi_loaders import write_caiman, write_suite2p_plane
@@ -21,7 +21,7 @@ pytest.importorskip("onnx")
 
 
 def _model(tmp_path, neurons: int, activity_kind: str | None = None):
-    from decoder.training.synthetic import write_linear_model
+    from cortexcast.decoder.training.synthetic import write_linear_model
 
     path = write_linear_model(tmp_path / "m.onnx", neurons=neurons, window=3, lag=1)
     if activity_kind is not None:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daq.sim.rig import SimulatedRig
-from daq.sim.settings import SimSettings
-from daq.source import ImagingFrame
-from decoder.extraction import ActivityExtractor
-from decoder.motion import MotionCorrector, MotionSettings
+from cortexcast.daq.sim.rig import SimulatedRig
+from cortexcast.daq.sim.settings import SimSettings
+from cortexcast.core.events import ImagingFrame
+from cortexcast.decoder.live.extraction import ActivityExtractor
+from cortexcast.decoder.live.motion import MotionCorrector, MotionSettings
 
 SIM = dict(n_neurons=300, frame_height=128, frame_width=128, paced=False, duration_s=12.0)
 

@@ -20,10 +20,10 @@ from nidaqmx.task import InStream, Timing
 from nidaqmx.task.channels import CIChannel
 from nidaqmx.task.collections import AIChannelCollection, CIChannelCollection
 
-from daq.ni.settings import NiSettings
-from daq.ni.source import NiSyncSource
-from daq.ni.synthetic import RigTrace, expected_stim_frames, rig_trace
-from daq.source import AcquisitionError
+from cortexcast.daq.ni.settings import NiSettings
+from cortexcast.daq.ni.source import NiSyncSource
+from cortexcast.daq.ni.synthetic import RigTrace, expected_stim_frames, rig_trace
+from cortexcast.daq.source import AcquisitionError
 
 RATE = 10000.0
 BLOCK = 500

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cortexcast.bench import free_ports
-from cortexcast.tomlwrite import dumps
-from decoder.process import BUNDLED_MODEL
-from stream.recording import RecordingReader
+from cortexcast.app.bench import free_ports
+from cortexcast.core.tomlwrite import dumps
+from cortexcast.decoder.live.process import BUNDLED_MODEL
+from cortexcast.stream.recording import RecordingReader
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not BUNDLED_MODEL.exists(), reason="bundled model not built")]
@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.slow,
 def test_up_with_ni_sync_and_stimulus_identity(tmp_path: Path, cli_env) -> None:
     import tomllib
 
-    from cortexcast.launcher import write_sim_config
+    from cortexcast.app.launcher import write_sim_config
 
     http, daq, dec, udp = free_ports(4)
     sim_cfg = tomllib.loads(write_sim_config(tmp_path / "sim", headless=True, port=http,

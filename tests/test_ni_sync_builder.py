@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daq.ni.edges import EdgeDetector
-from daq.ni.settings import NiSettings
-from daq.ni.sync_builder import NiSyncBuilder
-from daq.ni.synthetic import expected_stim_frames, rig_trace
+from cortexcast.daq.ni.edges import EdgeDetector
+from cortexcast.daq.ni.settings import NiSettings
+from cortexcast.daq.ni.sync_builder import NiSyncBuilder
+from cortexcast.daq.ni.synthetic import expected_stim_frames, rig_trace
 
 RATE = 10000.0
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decoder.model_card import ModelError
-from decoder.offline import dataset_session_stats, decoder_for_dataset, stream_trial
-from decoder.pixel_decoder import PixelDecoder
-from decoder.training.synthetic import write_linear_model, write_synthetic_dataset
+from cortexcast.decoder.live.model_card import ModelError
+from cortexcast.decoder.offline.streaming import dataset_session_stats, decoder_for_dataset, stream_trial
+from cortexcast.decoder.live.pixel_decoder import PixelDecoder
+from cortexcast.decoder.training.synthetic import write_linear_model, write_synthetic_dataset
 
 N, W, L = 30, 5, 2
 
@@ -29,7 +29,7 @@ def _acts(t: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
             (np.array([5, 2, 0, 0]) + rng.normal(0, 2, (t, 4))).astype(np.float32))
 
 
-def test_behaviour_window_follows_activity(beh_model: Path) -> None:
+def test_behavior_window_follows_activity(beh_model: Path) -> None:
     dec = PixelDecoder(beh_model)
     assert dec.has_behavior and dec.behavior_keys == ("pupil", "running", "pupil_x", "pupil_y")
     act, beh = _acts()
@@ -45,7 +45,7 @@ def test_behaviour_window_follows_activity(beh_model: Path) -> None:
     assert np.abs(last - got).max() > 1.0  # the newest behaviour row reaches the output
 
 
-def test_missing_behaviour_is_the_card_mean_logged_once(beh_model: Path, caplog) -> None:
+def test_missing_behavior_is_the_card_mean_logged_once(beh_model: Path, caplog) -> None:
     act, _ = _acts()
     mean = np.array([5, 2, 0, 0], np.float32)
     dec, ref = PixelDecoder(beh_model), PixelDecoder(beh_model)
@@ -63,7 +63,7 @@ def test_missing_behaviour_is_the_card_mean_logged_once(beh_model: Path, caplog)
         dec.push(act[0], np.zeros(2))
 
 
-def test_models_without_behaviour_ignore_it(tmp_path: Path) -> None:
+def test_models_without_behavior_ignore_it(tmp_path: Path) -> None:
     plain = write_linear_model(tmp_path / "p.onnx", neurons=N, window=W, lag=L)
     dec, ref = PixelDecoder(plain), PixelDecoder(plain)
     act, beh = _acts()
@@ -71,10 +71,10 @@ def test_models_without_behaviour_ignore_it(tmp_path: Path) -> None:
     np.testing.assert_array_equal(dec.push(act[0], beh[0]), ref.push(act[0]))
 
 
-def test_behaviour_model_needs_a_mean(tmp_path: Path, beh_model: Path) -> None:
+def test_behavior_model_needs_a_mean(tmp_path: Path, beh_model: Path) -> None:
     import shutil
 
-    from decoder.model_card import ModelCard, load_card, save_card
+    from cortexcast.decoder.live.model_card import ModelCard, load_card, save_card
 
     m = Path(shutil.copy(beh_model, tmp_path / "nomean.onnx"))
     card = load_card(beh_model)
@@ -131,7 +131,7 @@ def test_padding_rows_are_zeros_in_the_models_space(tmp_path: Path) -> None:
 
 def test_dataset_helpers_and_stream_trial(tmp_path: Path) -> None:
     data = write_synthetic_dataset(tmp_path / "mouse", neurons=N, statistics=True)
-    from decoder.dataset import SensoriumDataset
+    from cortexcast.decoder.offline.dataset import SensoriumDataset
 
     ds = SensoriumDataset(data)
     mean, std = dataset_session_stats(ds)
@@ -157,9 +157,9 @@ def test_dataset_helpers_and_stream_trial(tmp_path: Path) -> None:
 
 
 def test_read_session_stats_and_the_live_setting(tmp_path: Path) -> None:
-    from decoder.offline import read_session_stats
-    from decoder.process import DecoderSettings, FrameDecoder
-    from decoder.rois import from_pixel_lists, save_rois
+    from cortexcast.decoder.offline.streaming import read_session_stats
+    from cortexcast.decoder.live.process import DecoderSettings, FrameDecoder
+    from cortexcast.core.rois import from_pixel_lists, save_rois
 
     rng = np.random.default_rng(5)
     assert read_session_stats("") is None

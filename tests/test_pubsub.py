@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import zmq
 
-from stream.message import Message, encode
-from stream.pubsub import Publisher, StreamError, Subscriber
+from cortexcast.stream.message import Message, encode
+from cortexcast.stream.pubsub import Publisher, StreamError, Subscriber
 
 
 def _pair(ctx, topics=("frames",), hwm=100):

@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from cortexcast.cli import main
-from decoder.dataset import DatasetError, SensoriumDataset
+from cortexcast.app.cli import main
+from cortexcast.decoder.offline.dataset import DatasetError, SensoriumDataset
 
 MOUSE = "dynamic29156-11-10-Video-8744edeac3b4d1ce16b680916b5267ce"
 PADDED = 96

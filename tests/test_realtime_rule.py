@@ -2,7 +2,7 @@
 frame t + L leaves the reconstructions of frames <= t unchanged.
 
 Checked through both paths that decode: :meth:`PixelDecoder.push` (the live decoder) and
-``decoder.reconstruct`` (offline scores). Models come from :data:`MODEL_FACTORIES` (add a
+``cortexcast.decoder.offline.reconstruct`` (offline scores). Models come from :data:`MODEL_FACTORIES` (add a
 trained ridge / decoder model there: a function ``(folder, dataset) -> model path``) and from
 the environment variable ``CORTEXCAST_RT_MODELS`` (ONNX paths separated by ``os.pathsep``,
 checked on the live path with activity of their own size).
@@ -18,11 +18,11 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from decoder.dataset import SensoriumDataset
-from decoder.model_card import load_card
-from decoder.offline import stream_trial
-from decoder.pixel_decoder import PixelDecoder
-from decoder.training.synthetic import write_linear_model, write_synthetic_dataset
+from cortexcast.decoder.offline.dataset import SensoriumDataset
+from cortexcast.decoder.live.model_card import load_card
+from cortexcast.decoder.offline.streaming import stream_trial
+from cortexcast.decoder.live.pixel_decoder import PixelDecoder
+from cortexcast.decoder.training.synthetic import write_linear_model, write_synthetic_dataset
 
 N = 40
 T_CUT = 30  # frames <= T_CUT must not change
@@ -32,7 +32,7 @@ def _linear(folder: Path, ds: SensoriumDataset) -> Path:
     return write_linear_model(folder / "linear.onnx", neurons=N, window=10, lag=5)
 
 
-def _behaviour(folder: Path, ds: SensoriumDataset) -> Path:
+def _behavior(folder: Path, ds: SensoriumDataset) -> Path:
     return write_linear_model(folder / "behaviour.onnx", neurons=N, window=8, lag=3,
                               behavior=True, seed=1)
 
@@ -48,7 +48,7 @@ def _lag_zero(folder: Path, ds: SensoriumDataset) -> Path:
 
 
 MODEL_FACTORIES: dict[str, Callable[[Path, SensoriumDataset], Path]] = {
-    "linear": _linear, "behaviour": _behaviour, "ridge_shaped": _ridge_shaped,
+    "linear": _linear, "behavior": _behavior, "ridge_shaped": _ridge_shaped,
     "lag0": _lag_zero,
 }
 
@@ -99,7 +99,7 @@ def test_live_push_path(model: Path, data_dir: Path) -> None:
 
 
 def test_offline_reconstruct_path(model: Path, data_dir: Path, tmp_path: Path) -> None:
-    from decoder.reconstruct import reconstruct
+    from cortexcast.decoder.offline.reconstruct import reconstruct
 
     lag = load_card(model).lag
     data = Path(shutil.copytree(data_dir, tmp_path / "mouse"))

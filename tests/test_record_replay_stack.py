@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cortexcast.bench import free_ports
-from stream.recording import RecordingReader
+from cortexcast.app.bench import free_ports
+from cortexcast.stream.recording import RecordingReader
 
 pytestmark = pytest.mark.slow
 

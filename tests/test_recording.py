@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from stream.message import Message, encode
-from stream.recording import (
+from cortexcast.stream.message import Message, encode
+from cortexcast.stream.recording import (
     INDEX_DTYPE,
     RecordingError,
     RecordingReader,

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import zmq
 
-from stream.message import Message, decode, encode
-from stream.pubsub import Publisher
-from stream.record_cli import RecordSettings, record
-from stream.recording import RecordingReader, index_path
+from cortexcast.stream.message import Message, decode, encode
+from cortexcast.stream.pubsub import Publisher
+from cortexcast.stream.record_cli import RecordSettings, record
+from cortexcast.stream.recording import RecordingReader, index_path
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = 40  # bytes per sidecar index entry
@@ -26,7 +26,7 @@ HEADER = 32  # bytes of sidecar header
 
 
 def _start_recorder(address: str, out: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "stream.record_cli", "record", "--from", address,
+    cmd = [sys.executable, "-m", "cortexcast.stream.record_cli", "record", "--from", address,
            "--topics", "frames,sync", "--out", str(out), "--hwm", "100000", *extra]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -152,7 +152,7 @@ def test_sigterm_closes_cleanly_keeps_raw_bytes_and_reports_drops(tmp_path):
 def test_recorder_refuses_an_existing_file(tmp_path):
     out = tmp_path / "exists.ccrec"
     out.write_bytes(b"precious")
-    proc = subprocess.run([sys.executable, "-m", "stream.record_cli", "record", "--from",
+    proc = subprocess.run([sys.executable, "-m", "cortexcast.stream.record_cli", "record", "--from",
                            "tcp://127.0.0.1:1", "--out", str(out), "--duration", "0.1"],
                           cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 1 and "exists" in proc.stderr

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cortexcast.config import ConfigError, load_settings
-from stream.message import Message
-from stream.pubsub import Subscriber
-from stream.record_cli import RecordSettings, replay
-from stream.recording import RecordingReader, RecordingWriter
-from stream.replay import Pacer, Replayer, ReplaySettings, loop_period, shift_stamps, timeline
+from cortexcast.core.config import ConfigError, load_settings
+from cortexcast.stream.message import Message
+from cortexcast.stream.pubsub import Subscriber
+from cortexcast.stream.record_cli import RecordSettings, replay
+from cortexcast.stream.recording import RecordingReader, RecordingWriter
+from cortexcast.stream.replay import Pacer, Replayer, ReplaySettings, loop_period, shift_stamps, timeline
 
 ROOT = Path(__file__).resolve().parents[1]
 T0_NS = 7_000_000_000
@@ -176,7 +176,7 @@ def test_replay_cli_fast_to_a_subscriber(tmp_path):
     stats = tmp_path / "stats.json"
     with Subscriber(endpoint, ["frames", "sync"], hwm=1000) as sub:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.record_cli", "replay", str(tmp_path / "r.ccrec"),
+            [sys.executable, "-m", "cortexcast.stream.record_cli", "replay", str(tmp_path / "r.ccrec"),
              "--to", endpoint, "--fast", "--wait-subscribers", "1", "--wait-timeout", "20",
              "--linger", "0.3", "--stats-out", str(stats)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -195,7 +195,7 @@ def test_replay_cli_fast_to_a_subscriber(tmp_path):
 
 def test_replay_cli_fails_without_subscribers_and_on_bad_config(tmp_path):
     _recording(tmp_path / "r.ccrec", [0, 10])
-    base = [sys.executable, "-m", "stream.record_cli", "replay", str(tmp_path / "r.ccrec"),
+    base = [sys.executable, "-m", "cortexcast.stream.record_cli", "replay", str(tmp_path / "r.ccrec"),
             "--to", f"ipc://{tmp_path}/n.sock"]
     proc = subprocess.run([*base, "--wait-subscribers", "1", "--wait-timeout", "0.2"],
                           cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
@@ -230,7 +230,7 @@ def test_looping_replay_stops_cleanly_on_sigterm(tmp_path):
     endpoint = f"ipc://{tmp_path}/l.sock"
     with Subscriber(endpoint, ["frames", "sync"], hwm=1000) as sub:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.record_cli", "replay", str(tmp_path / "r.ccrec"),
+            [sys.executable, "-m", "cortexcast.stream.record_cli", "replay", str(tmp_path / "r.ccrec"),
              "--to", endpoint, "--loop", "--speed", "4", "--wait-subscribers", "1"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:

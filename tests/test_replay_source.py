@@ -7,10 +7,11 @@ import itertools
 import numpy as np
 import pytest
 
-from daq.replay_source import ReplaySource, ReplaySourceSettings, message_to_event
-from daq.source import AcquisitionError, AcquisitionSource, ImagingFrame, StimulusFrame, SyncEvent
-from stream.message import Message
-from stream.recording import RecordingWriter
+from cortexcast.daq.replay_source import ReplaySource, ReplaySourceSettings, message_to_event
+from cortexcast.core.events import ImagingFrame, StimulusFrame, SyncEvent
+from cortexcast.daq.source import AcquisitionError, AcquisitionSource
+from cortexcast.stream.message import Message
+from cortexcast.stream.recording import RecordingWriter
 
 T0_NS = 3_000_000_000
 FRAME_NS = 33_333_333

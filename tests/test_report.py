@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cortexcast.cli import main
-from decoder.dataset import SensoriumDataset
-from decoder.evaluate import choose_mask
-from decoder.metric import per_clip_correlation
-from decoder.reconstruct import reconstruct
-from decoder.report import Method, build_report, parse_method, pixel_correlation_map
-from decoder.training.synthetic import write_synthetic_dataset
+from cortexcast.app.cli import main
+from cortexcast.decoder.offline.dataset import SensoriumDataset
+from cortexcast.decoder.offline.evaluate import choose_mask
+from cortexcast.decoder.live.metric import per_clip_correlation
+from cortexcast.decoder.offline.reconstruct import reconstruct
+from cortexcast.decoder.offline.report import Method, build_report, parse_method, pixel_correlation_map
+from cortexcast.decoder.training.synthetic import write_synthetic_dataset
 
 onnx = pytest.importorskip("onnx")
 
@@ -26,7 +26,7 @@ def _write_onnx(path: Path, weight: np.ndarray, bias: np.ndarray, neurons: int) 
     """A linear window decoder with the given weights, and its card."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from decoder.model_card import ModelCard, save_card
+    from cortexcast.decoder.live.model_card import ModelCard, save_card
 
     graph = helper.make_graph(
         [helper.make_node("Reshape", ["activity", "flat_shape"], ["flat"]),

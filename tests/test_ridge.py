@@ -11,14 +11,14 @@ import pytest
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from decoder.dataset import DatasetError  # noqa: E402
-from decoder.evaluate import evaluate  # noqa: E402
-from decoder.metric import clip_correlation  # noqa: E402
-from decoder.model_card import load_card  # noqa: E402
-from decoder.training.ridge import RidgeSettings, fit_ridge, train_ridge  # noqa: E402
-from decoder.training.ridge_export import reduced_rank  # noqa: E402
-from decoder.training.synthetic import write_synthetic_dataset  # noqa: E402
-from decoder.training.windows import pad_responses, windows_of  # noqa: E402
+from cortexcast.decoder.offline.dataset import DatasetError  # noqa: E402
+from cortexcast.decoder.offline.evaluate import evaluate  # noqa: E402
+from cortexcast.decoder.live.metric import clip_correlation  # noqa: E402
+from cortexcast.decoder.live.model_card import load_card  # noqa: E402
+from cortexcast.decoder.training.ridge import RidgeSettings, fit_ridge, train_ridge  # noqa: E402
+from cortexcast.decoder.training.ridge_export import reduced_rank  # noqa: E402
+from cortexcast.decoder.training.synthetic import write_synthetic_dataset  # noqa: E402
+from cortexcast.decoder.training.windows import pad_responses, windows_of  # noqa: E402
 
 H, W = 36, 64
 
@@ -290,7 +290,7 @@ def test_card_describes_the_model(tmp_path: Path):
 
 
 def test_window_gram_equals_the_product_of_the_design():
-    from decoder.training.ridge import window_gram, windows_flat
+    from cortexcast.decoder.training.ridge import window_gram, windows_flat
 
     f = np.random.default_rng(2).normal(size=(40 + 4, 3))
     x = windows_flat(f, 40, 5)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from decoder.extraction import ActivityExtractor
-from decoder.roi_loaders import detect_format, load_roi_set, suite2p_mean_image
-from decoder.rois import ROIError, from_pixel_lists, save_rois
+from cortexcast.decoder.live.extraction import ActivityExtractor
+from cortexcast.decoder.live.roi_loaders import detect_format, load_roi_set, suite2p_mean_image
+from cortexcast.core.rois import ROIError, from_pixel_lists, save_rois
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -110,7 +110,7 @@ def test_suite2p_multiplane_with_offsets_and_grid(tmp_path) -> None:
     img = suite2p_mean_image(root)
     ops1 = np.load(root / "plane1" / "ops.npy", allow_pickle=True).item()
     np.testing.assert_allclose(img[:, 32:], ops1["meanImg"])
-    from decoder.motion import load_reference  # the motion reference reads the same images
+    from cortexcast.decoder.live.motion import load_reference  # the motion reference reads the same images
 
     np.testing.assert_allclose(load_reference(root), img)
     np.testing.assert_allclose(load_reference(root / "plane1" / "stat.npy"), ops1["meanImg"])

@@ -7,8 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from daq.scanimage.frames import FrameFormatError, FrameNumbers, to_int16, to_uint16
-from daq.scanimage.messages import (BRIDGE_HEADER, SI_HEADER, pack_bridge_message,
+from cortexcast.daq.scanimage.frames import FrameFormatError, FrameNumbers, to_int16, to_uint16
+from cortexcast.daq.scanimage.messages import (BRIDGE_HEADER, SI_HEADER, pack_bridge_message,
                                     pack_scanimage_message, parse_bridge_message,
                                     parse_scanimage_message)
 

@@ -18,8 +18,8 @@ import os
 
 import pytest
 
-from daq.scanimage.tiff_source import TiffFollower, TiffSettings
-from daq.scanimage.zmq_source import (BridgeSettings, ScanImageStreamSettings, bridge_source,
+from cortexcast.daq.scanimage.tiff_source import TiffFollower, TiffSettings
+from cortexcast.daq.scanimage.zmq_source import (BridgeSettings, ScanImageStreamSettings, bridge_source,
                                       scanimage_stream_source)
 
 pytestmark = pytest.mark.hardware

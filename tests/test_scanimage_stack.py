@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from test_record_replay_stack import _cortexcast, _reconstructions
 
-from cortexcast.bench import free_ports
-from stream.recording import RecordingReader
+from cortexcast.app.bench import free_ports
+from cortexcast.stream.recording import RecordingReader
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -74,13 +74,13 @@ def test_scanimage_source_decodes_exactly_as_the_sim(live, env, tmp_path, source
     if source == "tiff":
         folder = tmp_path / "scanimage"
         folder.mkdir()
-        standin = ["daq.standins.scanimage_tiff", "--folder", str(folder), "--frames-per-file",
+        standin = ["cortexcast.daq.standins.scanimage_tiff", "--folder", str(folder), "--frames-per-file",
                    "50", *play]
         table, keys = "tiff", f"folder = '{folder}'\nstart = 'all'\n"
     else:
         ep = f"tcp://127.0.0.1:{si_port}"
         name = "scanimage_zmq" if source == "scanimage" else "scanimage_bridge"
-        standin = [f"daq.standins.{name}", "--endpoint", ep, "--wait-subscribers", "1", *play]
+        standin = [f"cortexcast.daq.standins.{name}", "--endpoint", ep, "--wait-subscribers", "1", *play]
         table = "scanimage" if source == "scanimage" else "bridge"
         keys = f"endpoint = '{ep}'\n"
     out = tmp_path / "through_scanimage.ccr"

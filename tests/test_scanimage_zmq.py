@@ -16,19 +16,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cortexcast.config import ConfigError, load_settings
-from daq.process import DaqSettings, make_source
-from daq.scanimage.messages import pack_bridge_message, pack_scanimage_message
-from daq.scanimage.zmq_source import (BridgeSettings, ScanImageStreamSettings, bridge_source,
+from cortexcast.core.config import ConfigError, load_settings
+from cortexcast.daq.process import DaqSettings, make_source
+from cortexcast.daq.scanimage.messages import pack_bridge_message, pack_scanimage_message
+from cortexcast.daq.scanimage.zmq_source import (BridgeSettings, ScanImageStreamSettings, bridge_source,
                                       scanimage_stream_source)
-from daq.source import AcquisitionError, ImagingFrame
-from stream.message import Message
-from stream.recording import RecordingWriter
+from cortexcast.core.events import ImagingFrame
+from cortexcast.daq.source import AcquisitionError
+from cortexcast.stream.message import Message
+from cortexcast.stream.recording import RecordingWriter
 
 # Publishes the length-prefixed messages of a file once one subscriber is connected.
 SENDER = """
 import struct, sys
-from daq.standins.zmq_publisher import StandinPublisher
+from cortexcast.daq.standins.zmq_publisher import StandinPublisher
 pub = StandinPublisher(sys.argv[1])
 assert pub.wait_for_subscribers(1, 30), "no subscriber"
 data = open(sys.argv[2], "rb").read()
@@ -130,7 +131,7 @@ def test_standins_play_a_recording_into_the_daq_source(tmp_path, cli_env, standi
                                                        extra) -> None:
     frames = _recording(tmp_path / "rec.ccrec")
     ep = f"ipc://{tmp_path}/standin.sock"
-    proc = subprocess.Popen([sys.executable, "-m", f"daq.standins.{standin}", "--endpoint", ep,
+    proc = subprocess.Popen([sys.executable, "-m", f"cortexcast.daq.standins.{standin}", "--endpoint", ep,
                              "--recording", str(tmp_path / "rec.ccrec"), "--wait-subscribers",
                              "1", *extra], env=cli_env)
     table = "scanimage" if source == "scanimage" else "bridge"

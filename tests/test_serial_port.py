@@ -17,10 +17,11 @@ from typing import Callable
 
 import pytest
 
-from daq.serial_sync.settings import SerialSettings
-from daq.serial_sync.source import SerialSyncSource
-from daq.serial_sync.standin import PtyDevice
-from daq.source import AcquisitionError, SyncEvent
+from cortexcast.daq.serial_sync.settings import SerialSettings
+from cortexcast.daq.serial_sync.source import SerialSyncSource
+from cortexcast.daq.serial_sync.standin import PtyDevice
+from cortexcast.core.events import SyncEvent
+from cortexcast.daq.source import AcquisitionError
 
 
 class Collector:
@@ -130,7 +131,7 @@ def test_waits_for_a_device_plugged_in_later(tmp_path: Path) -> None:
 def test_standin_process_with_garbage_and_an_unplug(tmp_path: Path, cli_env) -> None:
     link = tmp_path / "ttyBOX"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daq.serial_sync.standin", "--link", str(link),
+        [sys.executable, "-m", "cortexcast.daq.serial_sync.standin", "--link", str(link),
          "--frame-rate", "100", "--stim-rate", "100", "--frames", "300",
          "--garbage-every", "7", "--partial-every", "50",
          "--unplug-at-s", "1.0", "--unplug-for-s", "0.3"],
@@ -169,7 +170,7 @@ def test_an_overlong_line_arriving_in_pieces_is_skipped_whole(tmp_path: Path) ->
 
 
 def test_standin_schedule_windows_continue_each_other() -> None:
-    from daq.serial_sync.standin import schedule
+    from cortexcast.daq.serial_sync.standin import schedule
 
     whole = schedule(29.97, 60.0, 0.02, 100.0, 0.0, 2.0)
     assert schedule(29.97, 60.0, 0.02, 100.0, 0.0, 0.7) + \

@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from daq.serial_sync.builder import SerialSyncBuilder
-from daq.serial_sync.protocol import DeviceEvent, LineParser, MicrosClock
-from daq.serial_sync.settings import DEFAULT_PATTERN, SerialSettings
-from daq.serial_sync.source import SerialSyncSource
+from cortexcast.daq.serial_sync.builder import SerialSyncBuilder
+from cortexcast.daq.serial_sync.protocol import DeviceEvent, LineParser, MicrosClock
+from cortexcast.daq.serial_sync.settings import DEFAULT_PATTERN, SerialSettings
+from cortexcast.daq.serial_sync.source import SerialSyncSource
 
 
 def test_default_protocol_and_garbage() -> None:

@@ -1,7 +1,7 @@
 """Done-when: `cortexcast up` with replayed sim frames and sync from the serial stand-in.
 
 Real processes end to end: the stand-in sync box on a pty (python -m
-daq.serial_sync.standin, sending garbage lines too), the daq replaying a recorded sim run
+cortexcast.daq.serial_sync.standin, sending garbage lines too), the daq replaying a recorded sim run
 with ``sync = ["serial"]``, the decoder, and the recorder. The decoder's reconstructions
 through this rig config must equal those of the live sim run frame for frame, and the sync
 on the wire must be the sync box's (running speed, no sim photodiode trace).
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cortexcast.bench import free_ports
-from decoder.process import BUNDLED_MODEL
-from stream.recording import RecordingReader
+from cortexcast.app.bench import free_ports
+from cortexcast.decoder.live.process import BUNDLED_MODEL
+from cortexcast.stream.recording import RecordingReader
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not BUNDLED_MODEL.exists(), reason="bundled model not built")]
@@ -39,7 +39,7 @@ def test_up_with_replayed_frames_and_serial_sync(tmp_path: Path, cli_env) -> Non
                 "--daq-port", daq1, "--decoder-port", dec1, "--record", str(live),
                 "--run-dir", str(run1), "--no-behavior")  # the box sends no pupil or eye
     link = tmp_path / "ttyBOX"
-    box = subprocess.Popen([sys.executable, "-m", "daq.serial_sync.standin", "--link", str(link),
+    box = subprocess.Popen([sys.executable, "-m", "cortexcast.daq.serial_sync.standin", "--link", str(link),
                             "--monitor-delay-s", "0.02", "--garbage-every", "25"],
                            stdout=subprocess.PIPE, text=True, env=cli_env)
     try:

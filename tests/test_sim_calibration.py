@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cortexcast import simulate
-from daq.sim.behavior import BehaviorModel
-from daq.sim.meta import load_mouse
-from daq.sim.neurons import COMPLEX, NONVISUAL, NeuralState
-from daq.sim.rig import SimulatedRig
-from daq.sim.settings import SimSettings
-from daq.sim.stimulus import STIM_SHAPE
-from decoder.dataset import SensoriumDataset
+from cortexcast.app import simulate
+from cortexcast.daq.sim.behavior import BehaviorModel
+from cortexcast.daq.sim.meta import load_mouse
+from cortexcast.daq.sim.neurons import COMPLEX, NONVISUAL, NeuralState
+from cortexcast.daq.sim.rig import SimulatedRig
+from cortexcast.daq.sim.settings import SimSettings
+from cortexcast.daq.sim.stimulus import STIM_SHAPE
+from cortexcast.decoder.offline.dataset import SensoriumDataset
 
 SMALL = dict(n_neurons=300, frame_height=128, frame_width=128, paced=False)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daq.sim import stimulus
-from daq.sim.behavior import BehaviorModel
-from daq.sim.layout import build_layout, mosaic_grid
-from daq.sim.meta import META_PATH, load_mouse
-from daq.sim.neurons import COMPLEX, FilterBank, NeuralState, SIMPLE
-from daq.sim.rig import SimulatedRig
-from daq.sim.settings import MICE, SimSettings
+from cortexcast.daq.sim import stimulus
+from cortexcast.daq.sim.behavior import BehaviorModel
+from cortexcast.daq.sim.layout import build_layout, mosaic_grid
+from cortexcast.daq.sim.meta import META_PATH, load_mouse
+from cortexcast.daq.sim.neurons import COMPLEX, FilterBank, NeuralState, SIMPLE
+from cortexcast.daq.sim.rig import SimulatedRig
+from cortexcast.daq.sim.settings import MICE, SimSettings
 
 
 def test_packaged_metadata_has_every_mouse_and_is_small():
@@ -102,7 +102,7 @@ def test_retinotopy_is_ordered():
     assert (types == SIMPLE).mean() > 0.2 and (types == COMPLEX).mean() > 0.2
 
 
-def test_behaviour_follows_each_mouse():
+def test_behavior_follows_each_mouse():
     means = {}
     for m in ("A", "B"):
         model = BehaviorModel(load_mouse(m), 1 / 30, np.random.default_rng(0))

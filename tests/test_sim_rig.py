@@ -7,11 +7,12 @@ import time
 import numpy as np
 import pytest
 
-from cortexcast.config import ConfigError, settings_from_table
-from daq.sim.rig import Pacer, SimulatedRig
-from daq.sim.settings import SimSettings
-from daq.source import AcquisitionSource, ImagingFrame, StimulusFrame, SyncEvent
-from decoder.extraction import ActivityExtractor
+from cortexcast.core.config import ConfigError, settings_from_table
+from cortexcast.daq.sim.rig import Pacer, SimulatedRig
+from cortexcast.daq.sim.settings import SimSettings
+from cortexcast.core.events import ImagingFrame, StimulusFrame, SyncEvent
+from cortexcast.daq.source import AcquisitionSource
+from cortexcast.decoder.live.extraction import ActivityExtractor
 
 SMALL = dict(n_neurons=300, frame_height=128, frame_width=128, paced=False)
 

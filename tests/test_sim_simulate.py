@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cortexcast import simulate
-from daq.sim.settings import SimSettings
-from daq.sim.stimulus import TEST_IMAGES, TRAIN_IMAGES
-from decoder.dataset import SensoriumDataset
-from decoder.rois import load_rois
+from cortexcast.app import simulate
+from cortexcast.daq.sim.settings import SimSettings
+from cortexcast.daq.sim.stimulus import TEST_IMAGES, TRAIN_IMAGES
+from cortexcast.decoder.offline.dataset import SensoriumDataset
+from cortexcast.core.rois import load_rois
 
 SMALL = ["--preset", "easy", "--neurons", "300", "--height", "128", "--width", "128", "--trials", "8",
          "--test-trials", "2", "--frames", "90", "--oracle-clips", "1", "--oracle-repeats", "3",

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cortexcast.bench import free_port, free_ports
-from decoder.process import BUNDLED_MODEL
+from cortexcast.app.bench import free_port, free_ports
+from cortexcast.decoder.live.process import BUNDLED_MODEL
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,7 @@ def test_stack_stops_when_one_process_dies(tmp_path: Path, cli_env) -> None:
 
 
 def test_daq_process_publishes_what_the_sim_makes(tmp_path: Path, cli_env, zmq_ctx) -> None:
-    from stream.pubsub import Subscriber
+    from cortexcast.stream.pubsub import Subscriber
 
     port = free_port()
     cfg = tmp_path / "rig.toml"

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daq.source import AcquisitionError, StimulusFrame
-from daq.stimulus_identity import (MessageError, StimulusIdentitySource, StimulusSettings,
+from cortexcast.core.events import StimulusFrame
+
+from cortexcast.daq.source import AcquisitionError
+from cortexcast.daq.stimulus_identity import (MessageError, StimulusIdentitySource, StimulusSettings,
                                    parse_message)
 
 

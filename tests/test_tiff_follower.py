@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import tifffile
 
-from daq.scanimage.tiff_reader import GrowingTiff
-from daq.scanimage.tiff_source import (TiffFollower, TiffSettings, frame_info, saved_channels,
+from cortexcast.daq.scanimage.tiff_reader import GrowingTiff
+from cortexcast.daq.scanimage.tiff_source import (TiffFollower, TiffSettings, frame_info, saved_channels,
                                        scanimage_files)
-from daq.source import AcquisitionError
-from daq.standins.scanimage_tiff import ScanImageTiffWriter
-from stream.message import Message
-from stream.recording import RecordingWriter
+from cortexcast.daq.source import AcquisitionError
+from cortexcast.daq.standins.scanimage_tiff import ScanImageTiffWriter
+from cortexcast.stream.message import Message
+from cortexcast.stream.recording import RecordingWriter
 
 
 def _planes(n: int, c: int = 2, h: int = 5, w: int = 6, seed: int = 0) -> list[np.ndarray]:
@@ -112,7 +112,7 @@ def test_follower_reads_a_writer_process_frame_by_frame(tmp_path, cli_env) -> No
     frames = _recording(tmp_path / "rec.ccrec", 14)
     folder = tmp_path / "si"
     folder.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "daq.standins.scanimage_tiff", "--folder",
+    proc = subprocess.Popen([sys.executable, "-m", "cortexcast.daq.standins.scanimage_tiff", "--folder",
                              str(folder), "--recording", str(tmp_path / "rec.ccrec"),
                              "--frames-per-file", "5", "--channels", "2"], env=cli_env)
     s = TiffSettings(folder=str(folder), start="all", channel=2, end_after_idle_s=2.0,

@@ -15,9 +15,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from decoder import cli  # noqa: E402
-from decoder.model_card import load_card, mask_path  # noqa: E402
-from decoder.training.synthetic import write_synthetic_dataset  # noqa: E402
+from cortexcast.app import offline_commands as cli  # noqa: E402
+from cortexcast.decoder.live.model_card import load_card, mask_path  # noqa: E402
+from cortexcast.decoder.training.synthetic import write_synthetic_dataset  # noqa: E402
 
 N = 50
 TIERS = {"train": 10, "oracle": 2, "final_test_main": 2}
@@ -75,7 +75,7 @@ def test_decoder_ensemble(data_dir: Path, tmp_path: Path, capsys) -> None:
     assert json.loads(out.read_text())["mean"] > 0.5
 
 
-def test_decoder_without_behaviour(data_dir: Path, tmp_path: Path) -> None:
+def test_decoder_without_behavior(data_dir: Path, tmp_path: Path) -> None:
     model = tmp_path / "nb.onnx"
     assert run_cli("train", "--data", str(data_dir), "--out", str(model), "--time-budget", "3",
                    "--ensemble", "1", "--readout", "16", "--no-behavior", "--device", "cpu",
@@ -119,7 +119,7 @@ def test_several_mice(data_dir: Path, tmp_path: Path) -> None:
 
 
 def test_model_paths_for_repeated_names() -> None:
-    from decoder.training.multi_mouse import model_paths
+    from cortexcast.decoder.training.multi_mouse import model_paths
 
     assert [p.name for p in model_paths("/x/m.onnx", ["/a/mouse", "/b/mouse", "/c/other"])] \
         == ["m.1.mouse.onnx", "m.2.mouse.onnx", "m.other.onnx"]

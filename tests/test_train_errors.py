@@ -1,6 +1,6 @@
 """``cortexcast train`` / ``reconstruct`` / ``evaluate`` refuse bad input with one clear line.
 
-Each case runs the subcommand as ``cortexcast.cli.main`` does (same parser registration, same
+Each case runs the subcommand as ``cortexcast.app.cli.main`` does (same parser registration, same
 user-error handling) and checks: exit status 2,
 ``cortexcast <cmd>: error: ...`` naming the problem on stderr, no traceback, nothing written.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decoder.training.synthetic import write_linear_model, write_synthetic_dataset
+from cortexcast.decoder.training.synthetic import write_linear_model, write_synthetic_dataset
 
 pytest.importorskip("torch")
 N = 40
@@ -28,11 +28,11 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str]:
-    """The decoder subcommands with ``cortexcast.cli.main``'s handling of user errors."""
+    """The decoder subcommands with ``cortexcast.app.cli.main``'s handling of user errors."""
     import argparse
 
-    from cortexcast.cli import _user_errors
-    from decoder import cli
+    from cortexcast.app.cli import _user_errors
+    from cortexcast.app import offline_commands as cli
 
     parser = argparse.ArgumentParser(prog="cortexcast")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,7 +88,7 @@ def test_mismatched_neuron_counts(good: Path, tmp_path: Path,
 
 def test_nan_only_training_trials(good: Path, tmp_path: Path,
                                   capsys: pytest.CaptureFixture) -> None:
-    from decoder.dataset import SensoriumDataset
+    from cortexcast.decoder.offline.dataset import SensoriumDataset
 
     data = Path(shutil.copytree(good, tmp_path / "mouse"))
     ids = sorted(SensoriumDataset(data).trial_ids("train"))[1:3]

@@ -2,7 +2,7 @@
 (and behaviour) up to frame t + L only.
 
 Checked on the torch model (every window of a padded trial) and on the exported ONNX graph
-streamed through the live path (:func:`decoder.pixel_decoder.stream_trial`), for a model
+streamed through the live path (:func:`cortexcast.decoder.live.pixel_decoder.stream_trial`), for a model
 with every learned part switched on (gain, residual, eye shift, two members) and for one
 made by ``cortexcast train``.
 """
@@ -16,14 +16,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from decoder.model_card import ModelCard, load_card, save_card  # noqa: E402
-from decoder.offline import stream_trial  # noqa: E402
-from decoder.pixel_decoder import PixelDecoder  # noqa: E402
-from decoder.training.features import FeatureSet, FrontEnd  # noqa: E402
-from decoder.training.residual import (  # noqa: E402
+from cortexcast.decoder.live.model_card import ModelCard, load_card, save_card  # noqa: E402
+from cortexcast.decoder.offline.streaming import stream_trial  # noqa: E402
+from cortexcast.decoder.live.pixel_decoder import PixelDecoder  # noqa: E402
+from cortexcast.decoder.training.features import FeatureSet, FrontEnd  # noqa: E402
+from cortexcast.decoder.training.residual import (  # noqa: E402
     ResidualDecoder, ResidualShape, export_residual,
 )
-from decoder.training.windows import pad_responses, windows_of  # noqa: E402
+from cortexcast.decoder.training.windows import pad_responses, windows_of  # noqa: E402
 
 N, W, L, K, T = 24, 6, 2, 8, 30
 T_CUT = 12
@@ -90,7 +90,7 @@ def test_torch_model_is_causal() -> None:
     check_rule(lambda r, b: torch_trial(model, r, b), resp, beh)
 
 
-def test_behaviour_alone_is_causal() -> None:
+def test_behavior_alone_is_causal() -> None:
     """Perturbing only behaviour after t + L leaves frames <= t unchanged (gain, eye shift)."""
     model = random_model(3)
     resp, beh = trial(4)
@@ -119,8 +119,8 @@ def test_exported_onnx_is_causal_through_the_live_path(tmp_path: Path) -> None:
 
 
 def test_trained_model_is_causal(tmp_path: Path) -> None:
-    from decoder.train import TrainSettings, train
-    from decoder.training.synthetic import write_synthetic_dataset
+    from cortexcast.decoder.training.train import TrainSettings, train
+    from cortexcast.decoder.training.synthetic import write_synthetic_dataset
 
     data = write_synthetic_dataset(tmp_path / "mouse", neurons=N,
                                    tiers={"train": 6, "oracle": 2}, length=40, padded=40)

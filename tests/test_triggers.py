@@ -19,14 +19,14 @@ import pytest
 from nidaqmx.constants import LineGrouping
 from nidaqmx.task.collections import DOChannelCollection
 
-from cortexcast.config import ConfigError, settings_from_table
-from daq.triggers.log_output import LogOutput
-from daq.triggers.ni_ttl import NiTtlOutput
-from daq.triggers.output import (
+from cortexcast.core.config import ConfigError, settings_from_table
+from cortexcast.decoder.closed_loop.outputs.log_output import LogOutput
+from cortexcast.decoder.closed_loop.outputs.ni_ttl import NiTtlOutput
+from cortexcast.decoder.closed_loop.outputs.output import (
     NiTtlSettings, OutputSettings, SerialCommandSettings, TriggerError, make_output,
 )
-from daq.triggers.serial_command import SerialCommandOutput
-from daq.triggers.worker import TriggerWorker
+from cortexcast.decoder.closed_loop.outputs.serial_command import SerialCommandOutput
+from cortexcast.decoder.closed_loop.outputs.worker import TriggerWorker
 
 
 # -- NI TTL ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from daq.triggers.output import NiTtlSettings, OutputSettings, SerialCommandSettings, make_output
+from cortexcast.decoder.closed_loop.outputs.output import NiTtlSettings, OutputSettings, SerialCommandSettings, make_output
 
 pytestmark = pytest.mark.hardware
 

@@ -1,6 +1,6 @@
 """The simulated NI backend: the rig's sync voltages computed in real time, no driver.
 
-Same shape as :class:`daq.ni.task.NiAnalogInput` (``open``/``close``, blocks to
+Same shape as :class:`cortexcast.daq.ni.task.NiAnalogInput` (``open``/``close``, blocks to
 ``on_block`` from its own thread at the hardware pace), so ``[daq.ni] backend =
 "simulated"`` runs the whole NI path — edge detection, flips, monitor delay, sync events —
 in ``cortexcast up`` on a machine without a DAQ.
@@ -14,8 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from daq.ni.settings import NiSettings
-from daq.ni.synthetic import RigSignals
+from cortexcast.daq.ni.settings import NiSettings
+from cortexcast.daq.ni.synthetic import RigSignals
 
 
 class SimulatedAnalogInput:

@@ -2,7 +2,7 @@
 
 DAQmx calls back from its own thread with each block; the block goes into a queue and
 :meth:`NiSyncSource.events` (the caller's thread) turns it into events with
-:class:`~daq.ni.sync_builder.NiSyncBuilder`. A buffer overflow is not fatal: it is logged as
+:class:`~cortexcast.daq.ni.sync_builder.NiSyncBuilder`. A buffer overflow is not fatal: it is logged as
 an error, counted, the task is restarted, and the frames that fell into the gap are estimated
 from the elapsed time and reported (``status()["ni_lost_frames"]``, ``gaps``) — never silently
 renumbered. Every other DAQmx error ends the source with an :class:`AcquisitionError`.
@@ -17,10 +17,11 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from daq.ni.settings import NiSettings
-from daq.ni.sync_builder import NiSyncBuilder
-from daq.ni.task import DaqOverflow, NiAnalogInput, map_daq_error
-from daq.source import AcquisitionError, SyncEvent
+from cortexcast.daq.ni.settings import NiSettings
+from cortexcast.daq.ni.sync_builder import NiSyncBuilder
+from cortexcast.daq.ni.task import DaqOverflow, NiAnalogInput, map_daq_error
+from cortexcast.core.events import SyncEvent
+from cortexcast.daq.source import AcquisitionError
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -51,7 +52,7 @@ class NiSyncSource:
 
     def _start_task(self) -> None:
         if self.s.backend == "simulated" and not any(self._factories.values()):
-            from daq.ni.simulated import SimulatedAnalogInput
+            from cortexcast.daq.ni.simulated import SimulatedAnalogInput
 
             self._input = SimulatedAnalogInput(self.s, self._queue.put, self._queue.put)
         else:

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from daq.ni.edges import EdgeDetector
-from daq.ni.settings import NiSettings
-from daq.source import SyncEvent
+from cortexcast.daq.ni.edges import EdgeDetector
+from cortexcast.daq.ni.settings import NiSettings
+from cortexcast.core.events import SyncEvent
 
 
 class NiSyncBuilder:

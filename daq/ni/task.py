@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from daq.ni.settings import NiSettings
-from daq.source import AcquisitionError
+from cortexcast.daq.ni.settings import NiSettings
+from cortexcast.daq.source import AcquisitionError
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""How long a frame takes from ScanImage's side to the daq: ``python -m daq.scanimage.bench``.
+"""How long a frame takes from ScanImage's side to the daq: ``python -m cortexcast.daq.scanimage.bench``.
 
 For each source, a thread plays ScanImage's part (publishes the stream / bridge message,
 or writes the TIFF page with tifffile, the stand-ins' code) at ``--rate``; the source
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cortexcast.runtime import percentiles_ms
-from daq.scanimage.messages import pack_bridge_message, pack_scanimage_message
-from daq.scanimage.tiff_source import TiffFollower, TiffSettings
-from daq.scanimage.zmq_source import (BridgeSettings, ScanImageStreamSettings, bridge_source,
+from cortexcast.core.runtime import percentiles_ms
+from cortexcast.daq.scanimage.messages import pack_bridge_message, pack_scanimage_message
+from cortexcast.daq.scanimage.tiff_source import TiffFollower, TiffSettings
+from cortexcast.daq.scanimage.zmq_source import (BridgeSettings, ScanImageStreamSettings, bridge_source,
                                       scanimage_stream_source)
 
 
@@ -57,7 +57,7 @@ def _measure(source, n: int, rate: float, shape: tuple[int, int], send,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m daq.scanimage.bench",
+    p = argparse.ArgumentParser(prog="python -m cortexcast.daq.scanimage.bench",
                                 description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--rate", type=float, default=30.0)
@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     import zmq
 
-    from daq.standins.scanimage_tiff import ScanImageTiffWriter
-    from daq.standins.zmq_publisher import StandinPublisher
+    from cortexcast.daq.standins.scanimage_tiff import ScanImageTiffWriter
+    from cortexcast.daq.standins.zmq_publisher import StandinPublisher
 
     with tempfile.TemporaryDirectory() as tmp:
         for name, settings, make, pack in (

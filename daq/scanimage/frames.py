@@ -25,7 +25,7 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from daq.source import AcquisitionError
+from cortexcast.daq.source import AcquisitionError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Byte layouts of the two ZeroMQ frame messages: ScanImage's own stream and our bridge.
 
 Each layout has one pure ``parse_*`` function (bytes -> :class:`ParsedFrame`,
-or :class:`~daq.scanimage.frames.FrameFormatError` naming what is wrong) and a
+or :class:`~cortexcast.daq.scanimage.frames.FrameFormatError` naming what is wrong) and a
 ``pack_*`` function that writes exactly those bytes (used by the stand-ins and
 tests). All numbers are little-endian. See docs/scanimage.md for which parts of
 ScanImage's layout are verified and which are assumed.
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from daq.scanimage.frames import FrameFormatError
+from cortexcast.daq.scanimage.frames import FrameFormatError
 
 MAX_SIDE = 16384
 MAX_CHANNELS = 64

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from daq.scanimage.frames import FrameFormatError
+from cortexcast.daq.scanimage.frames import FrameFormatError
 
 WIDTH, LENGTH, BITS, COMPRESSION, DESCRIPTION = 256, 257, 258, 259, 270
 STRIP_OFFSETS, SAMPLES, STRIP_COUNTS, SOFTWARE, SAMPLE_FORMAT = 273, 277, 279, 305, 339

@@ -5,7 +5,7 @@ every ``logFramesPerFile`` frames) and gives every page an ImageDescription of
 ``key = value`` lines, among them ``frameNumbers`` and ``frameTimestamps_sec``;
 with several saved channels each frame is one page per channel, in the order of
 ``SI.hChannels.channelSave``. :class:`TiffFollower` reads each file as it grows
-(:class:`~daq.scanimage.tiff_reader.GrowingTiff`: complete pages only), moves to
+(:class:`~cortexcast.daq.scanimage.tiff_reader.GrowingTiff`: complete pages only), moves to
 the next file once it exists and the current one is finished, and publishes the
 configured channel with ScanImage's frame number and timestamp. A number seen
 twice is not published again; a jump is logged loudly and counted.
@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
 
-from daq.scanimage.frames import (FrameFormatError, FrameNumbers, FrameSourceSettings,
+from cortexcast.daq.scanimage.frames import (FrameFormatError, FrameNumbers, FrameSourceSettings,
                                   IdleClock, to_uint16)
-from daq.scanimage.tiff_reader import GrowingTiff
-from daq.source import AcquisitionError, ImagingFrame
+from cortexcast.daq.scanimage.tiff_reader import GrowingTiff
+from cortexcast.core.events import ImagingFrame
+from cortexcast.daq.source import AcquisitionError
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def scanimage_files(folder: Path, stem: str = "") -> list[tuple[tuple[int, int],
 
 
 class TiffFollower:
-    """An :class:`~daq.source.AcquisitionSource` publishing the frames ScanImage logs to TIFF."""
+    """An :class:`~cortexcast.daq.source.AcquisitionSource` publishing the frames ScanImage logs to TIFF."""
 
     def __init__(self, settings: TiffSettings) -> None:
         self.settings = settings

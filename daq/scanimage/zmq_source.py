@@ -1,6 +1,6 @@
 """Frame sources that subscribe to a ZeroMQ PUB socket: ScanImage's own stream and our bridge.
 
-Both are :class:`~daq.source.AcquisitionSource` s yielding :class:`ImagingFrame` s
+Both are :class:`~cortexcast.daq.source.AcquisitionSource` s yielding :class:`ImagingFrame` s
 with ScanImage's frame number (0-based index, see :class:`FrameNumbers`) and
 timestamp. The SUB socket connects when :meth:`events` starts — after the daq's
 own subscribers are ready — and ZeroMQ reconnects by itself when ScanImage
@@ -18,10 +18,11 @@ from typing import Callable, Iterator
 
 import zmq
 
-from daq.scanimage.frames import (FrameFormatError, FrameNumbers, FrameSourceSettings,
+from cortexcast.daq.scanimage.frames import (FrameFormatError, FrameNumbers, FrameSourceSettings,
                                   IdleClock, to_uint16)
-from daq.scanimage.messages import ParsedFrame, parse_bridge_message, parse_scanimage_message
-from daq.source import AcquisitionError, ImagingFrame
+from cortexcast.daq.scanimage.messages import ParsedFrame, parse_bridge_message, parse_scanimage_message
+from cortexcast.core.events import ImagingFrame
+from cortexcast.daq.source import AcquisitionError
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import math
 from collections import deque
 from typing import Any
 
-from daq.serial_sync.protocol import DeviceEvent, MicrosClock
-from daq.serial_sync.settings import SerialSettings
-from daq.source import SyncEvent
+from cortexcast.daq.serial_sync.protocol import DeviceEvent, MicrosClock
+from cortexcast.daq.serial_sync.settings import SerialSettings
+from cortexcast.core.events import SyncEvent
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import serial
 
-from daq.source import AcquisitionError
+from cortexcast.daq.source import AcquisitionError
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Reader threads (one per port) put complete lines on a queue; :meth:`SerialSyncSource.events`
 parses them (garbage counted and skipped) and turns them into SyncEvents with
-:class:`~daq.serial_sync.builder.SerialSyncBuilder`. Unplugging a device is survived (the
+:class:`~cortexcast.daq.serial_sync.builder.SerialSyncBuilder`. Unplugging a device is survived (the
 reader reconnects); only a port that cannot be opened at start is an error (unless
 ``require_device = false``).
 """
@@ -16,11 +16,11 @@ from typing import Any, Callable, Iterator
 
 import serial
 
-from daq.serial_sync.builder import SerialSyncBuilder
-from daq.serial_sync.port import SerialLineReader
-from daq.serial_sync.protocol import LineParser
-from daq.serial_sync.settings import SerialSettings
-from daq.source import SyncEvent
+from cortexcast.daq.serial_sync.builder import SerialSyncBuilder
+from cortexcast.daq.serial_sync.port import SerialLineReader
+from cortexcast.daq.serial_sync.protocol import LineParser
+from cortexcast.daq.serial_sync.settings import SerialSettings
+from cortexcast.core.events import SyncEvent
 
 log = logging.getLogger(__name__)
 _STOP = ("", b"", 0.0)

@@ -1,6 +1,6 @@
 """A stand-in sync box on a pseudo-terminal: speaks the default protocol like the real one.
 
-    python -m daq.serial_sync.standin --link /tmp/cortexcast-syncbox [--frame-rate 30]
+    python -m cortexcast.daq.serial_sync.standin --link /tmp/cortexcast-syncbox [--frame-rate 30]
         [--stim-rate 30] [--monitor-delay-s 0.02] [--speed-cm-s 12] [--frames N]
         [--garbage-every N] [--partial-every N] [--unplug-at-s S --unplug-for-s D]
 
@@ -98,7 +98,7 @@ def schedule(frame_rate: float, stim_rate: float, delay_s: float, encoder_hz: fl
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m daq.serial_sync.standin",
+    p = argparse.ArgumentParser(prog="python -m cortexcast.daq.serial_sync.standin",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--link", required=True, help="path of the port link to create")
     p.add_argument("--frame-rate", type=float, default=30.0, help="imaging pulses per s")

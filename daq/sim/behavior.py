@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from daq.sim.meta import MouseMeta
+from cortexcast.daq.sim.meta import MouseMeta
 
 
 @dataclass(frozen=True)

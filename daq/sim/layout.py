@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from daq.sim.meta import MouseMeta
+from cortexcast.daq.sim.meta import MouseMeta
 
 MIN_RADIUS_PX = 1.2
 PLANE_REPEAT_UM = 250.0  # depth added per repetition of the field of view

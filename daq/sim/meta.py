@@ -10,7 +10,7 @@ Sensorium 2023 data, as published with ViV1T):
 * ``pupil_mean_X``     float32 (2,)  pupil centre x, y; ``pupil_std_X``;
 * ``video_mean_X``, ``video_std_X``  float32 scalars, 0..255 scale.
 
-Rebuild it from ``../shared`` with ``python -m daq.sim.meta SHARED_DIR``.
+Rebuild it from ``../shared`` with ``python -m cortexcast.daq.sim.meta SHARED_DIR``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from daq.sim.settings import MICE
+from cortexcast.daq.sim.settings import MICE
 
 META_PATH = Path(__file__).resolve().parent.parent / "data" / "sensorium_meta.npz"
 
@@ -50,7 +50,7 @@ def load_mouse(mouse: str, path: str | None = None) -> MouseMeta:
     if not p.is_file():
         raise FileNotFoundError(
             f"{p} is missing: the package was installed without its data; rebuild it with "
-            "python -m daq.sim.meta ../shared"
+            "python -m cortexcast.daq.sim.meta ../shared"
         )
     with np.load(p, allow_pickle=False) as z:
         arrays = {k: np.array(z[f"{k}_{mouse}"]) for k in (

@@ -23,8 +23,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import ndimage
 
-from daq.sim.layout import Layout
-from daq.sim.settings import SimSettings
+from cortexcast.daq.sim.layout import Layout
+from cortexcast.daq.sim.settings import SimSettings
 
 BLOCK_PX = 16
 NEUROPIL_ACTIVITY_GAIN = 0.6  # neuropil ΔF/F per unit of local mean neuronal ΔF/F

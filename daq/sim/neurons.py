@@ -31,7 +31,7 @@ import numpy as np
 import scipy.fft as sfft
 from scipy import ndimage
 
-from daq.sim.stimulus import STIM_SHAPE
+from cortexcast.daq.sim.stimulus import STIM_SHAPE
 
 ORIENTATIONS = 8
 WAVELENGTHS_PX = (8.0, 14.0)

@@ -1,4 +1,4 @@
-"""The simulated two-photon rig: an :class:`daq.source.AcquisitionSource` like a real one.
+"""The simulated two-photon rig: an :class:`cortexcast.daq.source.AcquisitionSource` like a real one.
 
 Per imaging frame ``i`` (rig time ``t = i / imaging_rate_hz``) it yields, in
 order: the :class:`StimulusFrame` (s) whose on-screen onset is at or before
@@ -27,18 +27,19 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import ndimage
 
-from daq.sim.behavior import BehaviorModel
-from daq.sim.layout import Layout, build_layout
-from daq.sim.meta import load_mouse
-from daq.sim.microscope import Microscope
-from daq.sim.neurons import (FilterBank, NeuralState, Population, calibrate, coverage_mask,
+from cortexcast.daq.sim.behavior import BehaviorModel
+from cortexcast.daq.sim.layout import Layout, build_layout
+from cortexcast.daq.sim.meta import load_mouse
+from cortexcast.daq.sim.microscope import Microscope
+from cortexcast.daq.sim.neurons import (FilterBank, NeuralState, Population, calibrate, coverage_mask,
                              make_population, retinotopy)
-from daq.sim.settings import SimSettings
-from daq.sim.stimulus import STIM_SHAPE, MovieGenerator, load_pool
-from daq.source import AcquisitionError, Event, ImagingFrame, StimulusFrame, SyncEvent
+from cortexcast.daq.sim.settings import SimSettings
+from cortexcast.daq.sim.stimulus import STIM_SHAPE, MovieGenerator, load_pool
+from cortexcast.core.events import Event, ImagingFrame, StimulusFrame, SyncEvent
+from cortexcast.daq.source import AcquisitionError
 
 if TYPE_CHECKING:  # decoder is imported lazily: daq does not need it to run
-    from decoder.rois import ROISet
+    from cortexcast.core.rois import ROISet
 
 # Stream tags: which part of the animal / session a random generator draws.
 _LAYOUT, _RF, _POP, _CAL, _SCOPE = 1, 2, 3, 4, 5
@@ -180,7 +181,7 @@ class SimulatedRig:
     def rois(self) -> ROISet:
         """The ground-truth footprints as an ROISet (same neuron order as everything else)."""
         if self._rois is None:
-            from decoder.rois import from_masks
+            from cortexcast.core.rois import from_masks
 
             fp = self.layout.footprints
             h, w = self.frame_shape

@@ -3,7 +3,7 @@
 Every stand-in plays imaging frames as ScanImage would deliver them: ScanImage
 frame number = our index + 1, timestamp = the frame's acquisition time, pixels
 int16 (uint16 values above 32767 are clipped and counted, see
-:func:`daq.scanimage.frames.to_int16`). A recording is paced at its recorded
+:func:`cortexcast.daq.scanimage.frames.to_int16`). A recording is paced at its recorded
 rhythm (``--speed``), the simulated rig at its imaging rate; ``--no-pace`` plays
 as fast as the consumer allows.
 """
@@ -18,8 +18,8 @@ from typing import Iterator
 
 import numpy as np
 
-from daq.scanimage.frames import to_int16
-from daq.source import ImagingFrame
+from cortexcast.daq.scanimage.frames import to_int16
+from cortexcast.core.events import ImagingFrame
 
 log = logging.getLogger("standin")
 
@@ -47,8 +47,8 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
 
 
 def _from_recording(path: str, paced: bool, speed: float) -> tuple[Iterator[ImagingFrame], int]:
-    from daq.replay_source import ReplaySource
-    from stream.recording import RecordingReader
+    from cortexcast.daq.replay_source import ReplaySource
+    from cortexcast.stream.recording import RecordingReader
 
     with RecordingReader(path) as rec:
         total = rec.counts().get("frames", 0)
@@ -64,9 +64,9 @@ def _from_recording(path: str, paced: bool, speed: float) -> tuple[Iterator[Imag
 
 
 def _from_sim(config: str | None, paced: bool) -> Iterator[ImagingFrame]:
-    from cortexcast.config import load_toml, settings_from_table
-    from daq.sim.rig import SimulatedRig
-    from daq.sim.settings import SimSettings
+    from cortexcast.core.config import load_toml, settings_from_table
+    from cortexcast.daq.sim.rig import SimulatedRig
+    from cortexcast.daq.sim.settings import SimSettings
 
     table = load_toml(config).get("daq", {}).get("sim", {}) if config else {}
     sim = replace(settings_from_table(SimSettings, table, f"{config}: [daq.sim]"), paced=paced)

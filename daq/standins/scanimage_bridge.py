@@ -1,4 +1,4 @@
-"""Stand-in for daq/matlab/cortexcast_frameAcquired.m: ``python -m daq.standins.scanimage_bridge``.
+"""Stand-in for daq/matlab/cortexcast_frameAcquired.m: ``python -m cortexcast.daq.standins.scanimage_bridge``.
 
 Publishes what the MATLAB user function publishes from inside ScanImage: one
 bridge message per frame for one channel (layout in daq/scanimage/messages.py).
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 
-from daq.scanimage.messages import pack_bridge_message
-from daq.standins.playback import add_source_args, setup
-from daq.standins.scanimage_zmq import add_publish_args, play
+from cortexcast.daq.scanimage.messages import pack_bridge_message
+from cortexcast.daq.standins.playback import add_source_args, setup
+from cortexcast.daq.standins.scanimage_zmq import add_publish_args, play
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m daq.standins.scanimage_bridge",
+    p = argparse.ArgumentParser(prog="python -m cortexcast.daq.standins.scanimage_bridge",
                                 description=__doc__.splitlines()[0])
     add_publish_args(p, "tcp://127.0.0.1:5560")
     add_source_args(p)

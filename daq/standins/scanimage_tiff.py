@@ -1,4 +1,4 @@
-"""Stand-in for ScanImage logging to TIFF: ``python -m daq.standins.scanimage_tiff``.
+"""Stand-in for ScanImage logging to TIFF: ``python -m cortexcast.daq.standins.scanimage_tiff``.
 
 Writes ``<folder>/<stem>_00001_00001.tif``, ``..._00002.tif``, ... frame by frame
 (with tifffile) the way ScanImage does: little-endian BigTIFF, ScanImage's
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from daq.standins.playback import add_source_args, scanimage_frames, setup
+from cortexcast.daq.standins.playback import add_source_args, scanimage_frames, setup
 
 log = logging.getLogger("standin")
 
@@ -117,7 +117,7 @@ class ScanImageTiffWriter:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m daq.standins.scanimage_tiff",
+    p = argparse.ArgumentParser(prog="python -m cortexcast.daq.standins.scanimage_tiff",
                                 description=__doc__.splitlines()[0])
     p.add_argument("--folder", required=True, help="where to write (like hSI.hScan2D.logFilePath)")
     p.add_argument("--stem", default="file", help="file stem (default 'file')")

@@ -1,4 +1,4 @@
-"""Stand-in for ScanImage Premium's ZeroMQ stream: ``python -m daq.standins.scanimage_zmq``.
+"""Stand-in for ScanImage Premium's ZeroMQ stream: ``python -m cortexcast.daq.standins.scanimage_zmq``.
 
 Binds ``--endpoint`` (ScanImage's default port is 65179) and publishes one
 message per frame in ScanImage's layout (see daq/scanimage/messages.py and
@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from daq.scanimage.messages import pack_scanimage_message
-from daq.standins.playback import add_source_args, scanimage_frames, setup
-from daq.standins.zmq_publisher import StandinPublisher
+from cortexcast.daq.scanimage.messages import pack_scanimage_message
+from cortexcast.daq.standins.playback import add_source_args, scanimage_frames, setup
+from cortexcast.daq.standins.zmq_publisher import StandinPublisher
 
 log = logging.getLogger("standin")
 
@@ -26,7 +26,7 @@ def add_publish_args(p: argparse.ArgumentParser, default: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m daq.standins.scanimage_zmq",
+    p = argparse.ArgumentParser(prog="python -m cortexcast.daq.standins.scanimage_zmq",
                                 description=__doc__.splitlines()[0])
     add_publish_args(p, "tcp://127.0.0.1:65179")
     add_source_args(p)

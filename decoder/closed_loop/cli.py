@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cortexcast.config import ConfigError, load_toml, settings_from_table
+from cortexcast.core.config import ConfigError, load_toml, settings_from_table
 
 
 def loop_settings(config: str | None, overrides: dict[str, Any] | None = None,
@@ -15,8 +15,8 @@ def loop_settings(config: str | None, overrides: dict[str, Any] | None = None,
     ``check_files`` also reads each rule's target/mask, so `up` stops before starting
     anything when one is missing or misshapen (ConfigError naming rule and file).
     """
-    from decoder.closed_loop.process import LoopSettings, resolve_loop_paths
-    from decoder.closed_loop.rules import RuleError, build_rule
+    from cortexcast.decoder.closed_loop.process import LoopSettings, resolve_loop_paths
+    from cortexcast.decoder.closed_loop.rules import RuleError, build_rule
 
     table: dict[str, Any] = {}
     where = "loop"
@@ -40,9 +40,9 @@ def loop_settings(config: str | None, overrides: dict[str, Any] | None = None,
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cortexcast.runtime import setup_logging
-    from decoder.closed_loop.process import run_loop
-    from decoder.closed_loop.rules import RuleError
+    from cortexcast.core.runtime import setup_logging
+    from cortexcast.decoder.closed_loop.process import run_loop
+    from cortexcast.decoder.closed_loop.rules import RuleError
 
     setup_logging("loop", getattr(args, "log_level", "INFO"))
     settings = loop_settings(args.config, {

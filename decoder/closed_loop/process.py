@@ -2,7 +2,7 @@
 
 Subscribes to the decoder's ``reconstruction`` topic, runs every rule on every
 reconstruction (:class:`ClosedLoop`, a plain object), and hands each firing
-to its output's worker thread (:mod:`daq.triggers.worker`), so a slow device
+to its output's worker thread (:mod:`cortexcast.decoder.closed_loop.outputs.worker`), so a slow device
 never holds up the next reconstruction. When an output has acted, the firing
 is written as one JSON line to ``log`` and published on topic ``loop`` (kind
 ``event``) with the reconstruction's stamps plus ``loop.recv``,
@@ -42,14 +42,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from cortexcast.runtime import (
+from cortexcast.core.runtime import (
     Stop, ignore_stop_signals, install_stop_signals, percentiles_ms, write_json_atomic,
 )
-from daq.triggers.output import OutputSettings, make_output
-from daq.triggers.worker import TriggerWorker
-from decoder.closed_loop.rules import Rule, RuleSettings, build_rule
-from stream.message import Message
-from stream.pubsub import Publisher, Subscriber
+from cortexcast.decoder.closed_loop.outputs.output import OutputSettings, make_output
+from cortexcast.decoder.closed_loop.outputs.worker import TriggerWorker
+from cortexcast.decoder.closed_loop.rules import Rule, RuleSettings, build_rule
+from cortexcast.stream.message import Message
+from cortexcast.stream.pubsub import Publisher, Subscriber
 
 log = logging.getLogger("loop")
 

@@ -24,8 +24,8 @@ from typing import Sequence
 import numpy as np
 from scipy.linalg import eigh
 
-from decoder.dataset import DatasetError, SensoriumDataset
-from decoder.training.windows import Normalisation, pad_responses
+from cortexcast.decoder.offline.dataset import DatasetError, SensoriumDataset
+from cortexcast.decoder.training.windows import Normalisation, pad_responses
 
 BEHAVIOR_KEYS = ("pupil", "running", "pupil_x", "pupil_y")
 MIN_STD = 1e-6
@@ -33,7 +33,7 @@ MAX_LOG_GAIN = 1.5
 """|log gain| per behaviour z-unit is clipped here."""
 
 
-def behaviour_rows(ds: SensoriumDataset, tid: int) -> np.ndarray | None:
+def behavior_rows(ds: SensoriumDataset, tid: int) -> np.ndarray | None:
     """(T, 4) raw [pupil, running, pupil_x, pupil_y] of one trial, None if any part is absent."""
     beh, eye = ds.behavior(tid), ds.pupil_center(tid)
     if beh is None or eye is None or beh.shape[1] != 2 or eye.shape[1] != 2:
@@ -41,16 +41,16 @@ def behaviour_rows(ds: SensoriumDataset, tid: int) -> np.ndarray | None:
     return np.concatenate([beh, eye], axis=1).astype(np.float32)
 
 
-def has_behaviour(ds: SensoriumDataset, ids: Sequence[int]) -> bool:
+def has_behavior(ds: SensoriumDataset, ids: Sequence[int]) -> bool:
     """True when every trial of ``ids`` has behaviour and pupil centre files of the right shape."""
-    return all(behaviour_rows(ds, t) is not None for t in ids)
+    return all(behavior_rows(ds, t) is not None for t in ids)
 
 
-def behaviour_stats(ds: SensoriumDataset, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def behavior_stats(ds: SensoriumDataset, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std (4,) of the behaviour rows over ``ids`` (NaN ignored)."""
     s1, s2, n = np.zeros(4), np.zeros(4), np.zeros(4)
     for tid in ids:
-        b = behaviour_rows(ds, tid)
+        b = behavior_rows(ds, tid)
         if b is None:
             continue
         b = b.astype(np.float64)
@@ -64,17 +64,17 @@ def behaviour_stats(ds: SensoriumDataset, ids: Sequence[int]) -> tuple[np.ndarra
     return mean.astype(np.float32), np.where(std > MIN_STD, std, 1.0).astype(np.float32)
 
 
-def trial_behaviour(ds: SensoriumDataset, tid: int, window: int, lag: int,
+def trial_behavior(ds: SensoriumDataset, tid: int, window: int, lag: int,
                     mean: np.ndarray) -> np.ndarray:
     """(T + W - 1, 4) raw behaviour padded like :func:`pad_responses`: zero rows outside the
-    trial (what :class:`decoder.pixel_decoder.PixelDecoder` holds there), the training mean
+    trial (what :class:`cortexcast.decoder.live.pixel_decoder.PixelDecoder` holds there), the training mean
     in place of NaN or a missing file (what it feeds when behaviour is missing)."""
     t = ds.length(tid)
     out = np.zeros((t + window - 1, 4), np.float32)
     before = window - 1 - lag
     rows = out[before: before + t]
     rows[:] = mean.astype(np.float32)
-    b = behaviour_rows(ds, tid)
+    b = behavior_rows(ds, tid)
     if b is not None:
         ok = np.isfinite(b)
         rows[ok] = b[ok]
@@ -117,7 +117,7 @@ class FrontEnd:
         """(K,) ``(mean / std) @ axes``: the features of zero activity are ``-c0``."""
         return (self.resp_mean / self.resp_std) @ self.axes
 
-    def behaviour_z(self, beh: np.ndarray) -> np.ndarray:
+    def behavior_z(self, beh: np.ndarray) -> np.ndarray:
         return np.clip((beh - self.beh_mean) / self.beh_std, -5.0, 5.0)
 
     def corrected(self, rows: np.ndarray, beh: np.ndarray | None) -> np.ndarray:
@@ -125,7 +125,7 @@ class FrontEnd:
         x = np.nan_to_num(rows, nan=0.0, posinf=0.0, neginf=0.0)
         if beh is None or not self.gain.any():
             return x
-        return x * np.exp(-(self.behaviour_z(beh)[:, :2] @ self.gain))
+        return x * np.exp(-(self.behavior_z(beh)[:, :2] @ self.gain))
 
     def __call__(self, rows: np.ndarray, beh: np.ndarray | None) -> np.ndarray:
         z = (self.corrected(rows, beh) - self.resp_mean) / self.resp_std
@@ -147,7 +147,7 @@ def fit_gain(ds: SensoriumDataset, ids: Sequence[int], beh_mean: np.ndarray,
         dtd = np.zeros((3, 3))
         dtr = np.zeros((3, n))
         for tid in ids:
-            b = behaviour_rows(ds, tid)
+            b = behavior_rows(ds, tid)
             ok = np.isfinite(b[:, :2]).all(1)
             bz = np.clip((b[ok, :2] - beh_mean[:2]) / beh_std[:2], -5, 5)
             r = np.nan_to_num(ds.responses(tid)[ok].astype(np.float64)) * np.exp(-(bz @ g))
@@ -185,7 +185,7 @@ def fit_front(ds: SensoriumDataset, ids: Sequence[int], norm: Normalisation,
         offset += len(r)
         if not rows.size:
             continue
-        b = behaviour_rows(ds, tid) if gain.any() else None
+        b = behavior_rows(ds, tid) if gain.any() else None
         x = proto.corrected(r[rows], None if b is None else np.nan_to_num(b[rows]))
         parts.append(((x - proto.resp_mean) / proto.resp_std).astype(np.float32))
     z = np.concatenate(parts) if parts else np.zeros((0, n), np.float32)
@@ -232,7 +232,7 @@ class FeatureSet:
     """Cached features of some trials, each trial padded, concatenated."""
 
     feats: np.ndarray       # (rows, K) float32: front end of each padded row
-    behaviour: np.ndarray   # (rows, 4) float32 raw behaviour of each padded row
+    behavior: np.ndarray   # (rows, 4) float32 raw behaviour of each padded row
     videos: np.ndarray      # (frames, H*W) float32 targets, 0..255 (screen coordinates)
     starts: list[tuple[int, int, int]]  # per trial: (row offset, frame offset, T)
     ids: list[int]
@@ -248,7 +248,7 @@ class FeatureSet:
     def eye_z(self, front: FrontEnd, window: int, lag: int) -> np.ndarray:
         """(frames, 2) pupil-centre z of each decoded frame (its own row in the window)."""
         rows = self.window_starts() + (window - 1 - lag)
-        return front.behaviour_z(self.behaviour[rows])[:, 2:4]
+        return front.behavior_z(self.behavior[rows])[:, 2:4]
 
 
 def build_features(ds: SensoriumDataset, ids: Sequence[int], front: FrontEnd, window: int,
@@ -257,7 +257,7 @@ def build_features(ds: SensoriumDataset, ids: Sequence[int], front: FrontEnd, wi
     feats, behs, vids, starts = [], [], [], []
     p_off = v_off = 0
     for tid in ids:
-        beh = trial_behaviour(ds, tid, window, lag, front.beh_mean)
+        beh = trial_behavior(ds, tid, window, lag, front.beh_mean)
         f = front(pad_responses(ds.responses(tid), window, lag), beh)
         video = ds.video(tid)
         feats.append(f)

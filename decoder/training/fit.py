@@ -2,7 +2,7 @@
 chosen on validation) in closed form, then the nonlinear members by AdamW.
 
 No step here touches the N-neuron responses: everything runs on
-:class:`decoder.training.features.FeatureSet` caches.
+:class:`cortexcast.decoder.training.features.FeatureSet` caches.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from decoder.metric import clip_correlation, mean_over_clips
-from decoder.training.features import FeatureSet, FrontEnd
+from cortexcast.decoder.live.metric import clip_correlation, mean_over_clips
+from cortexcast.decoder.training.features import FeatureSet, FrontEnd
 
-log = logging.getLogger("decoder.train")
+log = logging.getLogger("cortexcast.decoder.training.train")
 
 
 def shift_frames(frames: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -176,7 +176,7 @@ class Cache:
         s = model.s
         self.fs = fs
         self.feats = torch.from_numpy(fs.feats).to(device)
-        self.beh = torch.from_numpy(fs.behaviour).to(device)
+        self.beh = torch.from_numpy(fs.behavior).to(device)
         self.starts = torch.from_numpy(fs.window_starts()).to(device)
         self.span = torch.arange(s.window, device=device)
         self.eye = fs.eye_z(front, s.window, s.lag)
@@ -204,7 +204,7 @@ def member_batch_loss(model, data: Cache, member: int, opt: FitOptions,
     f, b = data.window(fr)
     if opt.feature_noise > 0:
         f = f + opt.feature_noise * torch.randn_like(f) / model.feat_inv
-    bz = model.behaviour_z(b) if model.s.behaviour else None
+    bz = model.behavior_z(b) if model.s.behavior else None
     lin = data.lin[fr]
     pred = lin + model.residual(f, bz, lin, [member])
     return _loss(pred, data.target[fr], power, opt.corr_weight)
@@ -230,7 +230,7 @@ def predict(model, cache: Cache, members: list[int] | None, batch: int = 2048) -
         for a in range(0, cache.fs.frames, batch):
             fr = torch.arange(a, min(a + batch, cache.fs.frames), device=dev)
             f, b = cache.window(fr)
-            bz = model.behaviour_z(b) if s.behaviour else None
+            bz = model.behavior_z(b) if s.behavior else None
             coef = cache.lin[fr]
             if members != []:
                 coef = coef + model.residual(f, bz, coef, members)

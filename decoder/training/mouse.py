@@ -2,7 +2,7 @@
 
 :func:`prepare_mouse` does everything up to the ridge branch (dataset checks, mask, front
 end, feature caches); :func:`fit_and_export` trains the members and writes the model.
-The several-mice trainer (:mod:`decoder.training.multi_mouse`) reuses both halves.
+The several-mice trainer (:mod:`cortexcast.decoder.training.multi_mouse`) reuses both halves.
 """
 
 from __future__ import annotations
@@ -16,22 +16,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from decoder.dataset import DatasetError, SensoriumDataset
-from decoder.evaluate import choose_mask
-from decoder.model_card import ModelCard, ModelError, save_card, save_mask
-from decoder.train import ONNX_TOLERANCE, TrainResult, TrainSettings, _simulation, _split
-from decoder.training.features import (
-    BEHAVIOR_KEYS, FeatureSet, FrontEnd, behaviour_stats, build_features, check_trials,
-    fit_front, fit_gain, fit_pixel_basis, has_behaviour, trial_behaviour,
+from cortexcast.decoder.offline.dataset import DatasetError, SensoriumDataset
+from cortexcast.decoder.offline.evaluate import choose_mask
+from cortexcast.decoder.live.model_card import ModelCard, ModelError, save_card, save_mask
+from cortexcast.decoder.training.train import ONNX_TOLERANCE, TrainResult, TrainSettings, _simulation, _split
+from cortexcast.decoder.training.features import (
+    BEHAVIOR_KEYS, FeatureSet, FrontEnd, behavior_stats, build_features, check_trials,
+    fit_front, fit_gain, fit_pixel_basis, has_behavior, trial_behavior,
 )
-from decoder.training.fit import (
+from cortexcast.decoder.training.fit import (
     Cache, FitOptions, FitReport, RidgeBranch, fit_members, fit_ridge_branch,
 )
-from decoder.training.residual import ResidualDecoder, ResidualShape, export_residual
-from decoder.training.ridge import _activity_kind
-from decoder.training.windows import Normalisation, normalisation, pad_responses, windows_of
+from cortexcast.decoder.training.residual import ResidualDecoder, ResidualShape, export_residual
+from cortexcast.decoder.training.ridge import _activity_kind
+from cortexcast.decoder.training.windows import Normalisation, normalisation, pad_responses, windows_of
 
-log = logging.getLogger("decoder.train")
+log = logging.getLogger("cortexcast.decoder.training.train")
 
 
 @dataclass
@@ -45,7 +45,7 @@ class Mouse:
     mask: np.ndarray
     mask_desc: str
     norm: Normalisation
-    behaviour: bool
+    behavior: bool
     front: FrontEnd
     pix_mean: np.ndarray
     pix_basis: np.ndarray
@@ -67,19 +67,19 @@ def prepare_mouse(data: str, s: TrainSettings, device: torch.device,
     train_ids, val_ids, val_desc = _split(ds, s)
     mask, mask_desc = choose_mask(ds)
     norm = normalisation(ds, train_ids)
-    behaviour = s.behaviour and has_behaviour(ds, train_ids + val_ids)
-    if s.behaviour and not behaviour:
+    behavior = s.behavior and has_behavior(ds, train_ids + val_ids)
+    if s.behavior and not behavior:
         log.warning("%s: behaviour or pupil_center missing for some trials; training without "
                     "behaviour (the graph will have no 'behavior' input)", ds.root)
-    beh_mean, beh_std = behaviour_stats(ds, train_ids)
-    gain = (fit_gain(ds, train_ids, beh_mean, beh_std) if behaviour and s.gain
+    beh_mean, beh_std = behavior_stats(ds, train_ids)
+    gain = (fit_gain(ds, train_ids, beh_mean, beh_std) if behavior and s.gain
             else np.zeros((2, ds.n_neurons), np.float32))
     front = fit_front(ds, train_ids, norm, beh_mean, beh_std, gain, s.readout, s.pca_frames,
                       s.seed)
     pix_mean, basis = frame_basis or fit_pixel_basis(ds, train_ids, s.pixels)
     train = build_features(ds, train_ids, front, s.window, s.lag)
     val = build_features(ds, val_ids, front, s.window, s.lag)
-    shifts = s.eye_shifts if behaviour else (0.0,)
+    shifts = s.eye_shifts if behavior else (0.0,)
     ridge = fit_ridge_branch(train, val, front, s.window, s.lag, s.alphas, shifts, mask,
                              ds.frame_shape, pix_mean, basis)
     prep = time.monotonic() - t0
@@ -87,9 +87,9 @@ def prepare_mouse(data: str, s: TrainSettings, device: torch.device,
              "normalisation: %s, %d components, %d frame PCs, behaviour: %s, ridge branch r "
              "%.4f (alpha %g, eye shift %g px/z); prepared in %.0f s", ds, len(train_ids),
              train.frames, val_desc, mask_desc, int(mask.sum()), norm.source,
-             front.axes.shape[1], basis.shape[1], behaviour, ridge.val_score, ridge.alpha,
+             front.axes.shape[1], basis.shape[1], behavior, ridge.val_score, ridge.alpha,
              ridge.shift_px, prep)
-    return Mouse(ds, train_ids, val_ids, val_desc, mask, mask_desc, norm, behaviour, front,
+    return Mouse(ds, train_ids, val_ids, val_desc, mask, mask_desc, norm, behavior, front,
                  pix_mean, basis, train, val, ridge, prep)
 
 
@@ -97,7 +97,7 @@ def build_model(m: Mouse, s: TrainSettings, members: int) -> ResidualDecoder:
     h, w = m.ds.frame_shape
     shape = ResidualShape(m.ds.n_neurons, s.window, s.lag, m.front.axes.shape[1],
                           m.pix_basis.shape[1], h, w, s.row_features, s.hidden, s.dropout,
-                          members, m.behaviour, float(m.ridge.shift_px))
+                          members, m.behavior, float(m.ridge.shift_px))
     f = m.train.feats
     return ResidualDecoder(shape, m.front, feat_mean=f.mean(0), feat_std=f.std(0),
                            lin_weight=m.ridge.weight, lin_bias=m.ridge.bias,
@@ -156,7 +156,7 @@ def card_info(m: Mouse, s: TrainSettings, model: ResidualDecoder, r: FitReport,
             "shape": model.s.to_dict(), "prepare_s": round(m.prep_s, 1),
             "history": r.history},
     }
-    if model.s.behaviour:
+    if model.s.behavior:
         extra["behavior_inputs"] = list(BEHAVIOR_KEYS)
     return {
         "method": f"{model.s.describe()}; loss MSE + {s.corr_weight:g} x (1 - r); AdamW lr "
@@ -180,7 +180,7 @@ def probe_windows(m: Mouse, s: TrainSettings) -> tuple[np.ndarray, np.ndarray]:
         frames = rng.choice(t, size=min(8, t), replace=False)
         acts.append(windows_of(pad_responses(m.ds.responses(tid), s.window, s.lag), s.window,
                                frames))
-        behs.append(windows_of(trial_behaviour(m.ds, tid, s.window, s.lag, m.front.beh_mean),
+        behs.append(windows_of(trial_behavior(m.ds, tid, s.window, s.lag, m.front.beh_mean),
                                s.window, frames))
     return np.concatenate(acts), np.concatenate(behs)
 
@@ -194,7 +194,7 @@ def onnx_max_diff(model: ResidualDecoder, path: Path, acts: np.ndarray,
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     model = model.cpu().eval()
-    beh = model.s.behaviour
+    beh = model.s.behavior
     with torch.no_grad():
         ref = model(torch.as_tensor(acts), torch.as_tensor(behs) if beh else None).numpy()
     worst = 0.0

@@ -25,15 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from decoder.train import TrainResult, TrainSettings, pick_device
-from decoder.training.fit import (Cache, FitReport, member_batch_loss, validation_score,
+from cortexcast.decoder.training.train import TrainResult, TrainSettings, pick_device
+from cortexcast.decoder.training.fit import (Cache, FitReport, member_batch_loss, validation_score,
                                   zero_members)
-from decoder.training.mouse import (
+from cortexcast.decoder.training.mouse import (
     Mouse, build_model, card_info, export_checked, fit_options, prepare_mouse,
 )
-from decoder.training.residual import ResidualDecoder
+from cortexcast.decoder.training.residual import ResidualDecoder
 
-log = logging.getLogger("decoder.train")
+log = logging.getLogger("cortexcast.decoder.training.train")
 SHARED = ("mix", "out")
 
 
@@ -74,7 +74,7 @@ def train_mice(datas: list[str], s: TrainSettings) -> list[TrainResult]:
                       for d in datas[1:]]
     h_w = {m.ds.frame_shape for m in mice}
     if len(h_w) > 1:
-        from decoder.dataset import DatasetError
+        from cortexcast.decoder.offline.dataset import DatasetError
 
         raise DatasetError(f"the mice's frames differ in size: {sorted(h_w)}; one core "
                            "decodes one frame size")

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from decoder.training.features import FrontEnd
+from cortexcast.decoder.training.features import FrontEnd
 
 
 @dataclass(frozen=True)
@@ -48,19 +48,19 @@ class ResidualShape:
     """D: width of a member's temporal mixing layer."""
     dropout: float = 0.5
     members: int = 1
-    behaviour: bool = True
+    behavior: bool = True
     """Whether the graph takes the ``behavior`` input."""
     eye_shift_px: float = 0.0
     """c: the retinal image is the screen seen shifted by c x pupil-centre z (pixels)."""
 
     def describe(self) -> str:
         beh = (f"behavioural gain divided out per neuron, eye shift {self.eye_shift_px:g} px "
-               "per z, " if self.behaviour else "")
+               "per z, " if self.behavior else "")
         return (f"{beh}z-score -> PCA({self.neurons}->{self.components}) per frame -> ridge "
                 f"on the {self.window}-frame window to {self.pixels} frame PCs + "
                 f"{self.members} nonlinear member(s) [Linear({self.components}->"
                 f"{self.row_features}) GELU per frame, Linear({self.window}x"
-                f"{self.row_features + (4 if self.behaviour else 0)}->{self.hidden}) GELU, "
+                f"{self.row_features + (4 if self.behavior else 0)}->{self.hidden}) GELU, "
                 f"Linear->{self.pixels}] averaged in the graph")
 
     def to_dict(self) -> dict:
@@ -77,7 +77,7 @@ class Member(nn.Module):
 
     def __init__(self, s: ResidualShape) -> None:
         super().__init__()
-        nb = 4 if s.behaviour else 0
+        nb = 4 if s.behavior else 0
         self.gain = nn.Sequential(nn.Linear(s.window * (nb + self.GAIN_PCS), 16), nn.Tanh(),
                                   nn.Linear(16, 1))
         self.row = nn.Linear(s.components, s.row_features)
@@ -135,8 +135,8 @@ class ResidualDecoder(nn.Module):
         self.members = nn.ModuleList(Member(s) for _ in range(s.members))
 
     # ------------------------------------------------------------- pieces
-    def behaviour_z(self, b: torch.Tensor | None) -> torch.Tensor | None:
-        if b is None or not self.s.behaviour:
+    def behavior_z(self, b: torch.Tensor | None) -> torch.Tensor | None:
+        if b is None or not self.s.behavior:
             return None
         return torch.clamp((b - self.beh_mean) * self.beh_inv, -5.0, 5.0)
 
@@ -171,7 +171,7 @@ class ResidualDecoder(nn.Module):
 
     def forward(self, activity: torch.Tensor, behavior: torch.Tensor | None = None
                 ) -> torch.Tensor:
-        bz = self.behaviour_z(behavior)
+        bz = self.behavior_z(behavior)
         f = self.features(activity, bz)
         lin = self.linear(f)
         return self.to_frames(lin + self.residual(f, bz, lin), bz)
@@ -182,7 +182,7 @@ def export_residual(model: ResidualDecoder, path, opset: int = 17) -> None:
     s = model.s
     model = model.cpu().eval()
     x = torch.zeros(1, s.window, s.neurons)
-    if s.behaviour:
+    if s.behavior:
         args, names = (x, torch.zeros(1, s.window, 4)), ["activity", "behavior"]
     else:
         args, names = (x,), ["activity"]

@@ -3,25 +3,25 @@
 Steps (every trial streamed from disk; memory ~ (W·K)² + N·K floats, never the data set):
 
 1. training trials = tier ``train``; validation = tier ``oracle`` if it has responses, else a
-   seeded 10 % of the training trials (:func:`decoder.train._split`); evaluation mask = the
+   seeded 10 % of the training trials (:func:`cortexcast.decoder.training.train._split`); evaluation mask = the
    one ``evaluate`` would choose;
 2. responses z-scored with the dataset's own statistics
-   (:func:`decoder.training.windows.normalisation`), and reduced to ``components`` principal
+   (:func:`cortexcast.decoder.training.windows.normalisation`), and reduced to ``components`` principal
    components fit on (at most ``pca_frames``) training frames: a randomised eigensolver of the
    streamed N×N second-moment matrix;
-3. the causal window of :mod:`decoder.training.windows` (frame t sees responses
+3. the causal window of :mod:`cortexcast.decoder.training.windows` (frame t sees responses
    ``t + lag - W + 1 .. t + lag``; zero raw rows outside the trial, exactly as live) in PCA
    space is the design row (W·K features); Xᵀ X and Xᵀ Y are accumulated trial by trial;
 4. ridge in closed form for every alpha at once (one eigendecomposition of the centred Xᵀ X);
    ``alpha`` is relative: the penalty is ``alpha × trace(Xᵀ X) / (W·K)``, so one grid fits
-   any data scale; the alpha with the best validation :func:`decoder.metric` pixel correlation
+   any data scale; the alpha with the best validation :func:`cortexcast.decoder.live.metric` pixel correlation
    inside the mask wins;
 5. the chosen solution is cut to rank ``pixel_components`` (R) by reduced-rank regression
-   (:func:`decoder.training.ridge_export.reduced_rank`): lag weights (W·K, H·W) = U (W·K, R) @ V (R, H·W), V the top
+   (:func:`cortexcast.decoder.training.ridge_export.reduced_rank`): lag weights (W·K, H·W) = U (W·K, R) @ V (R, H·W), V the top
    principal axes of the fitted training frames, so the live graph does W·K·R + R·H·W
    multiply-adds instead of W·K·H·W (5120 × 2304 at K = 512: ~10× less);
 6. normalisation, PCA and the factored weights folded into a three-MatMul ONNX graph
-   (:mod:`decoder.training.ridge_export`; input ``activity`` (1, W, N) raw, output ``frame``
+   (:mod:`cortexcast.decoder.training.ridge_export`; input ``activity`` (1, W, N) raw, output ``frame``
    (1, 36, 64), 0..255), checked with onnxruntime against numpy on held-out windows; card,
    mask and ``<stem>.norm.npz`` beside it.
 
@@ -39,12 +39,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
-from decoder.dataset import DatasetError, SensoriumDataset
-from decoder.evaluate import choose_mask
-from decoder.metric import clip_correlation, mean_over_clips
-from decoder.model_card import ModelCard, ModelError, save_card, save_mask
-from decoder.train import ONNX_TOLERANCE, TrainResult, _simulation, _split
-from decoder.training.windows import Normalisation, normalisation, pad_responses, windows_of
+from cortexcast.decoder.offline.dataset import DatasetError, SensoriumDataset
+from cortexcast.decoder.offline.evaluate import choose_mask
+from cortexcast.decoder.live.metric import clip_correlation, mean_over_clips
+from cortexcast.decoder.live.model_card import ModelCard, ModelError, save_card, save_mask
+from cortexcast.decoder.training.train import ONNX_TOLERANCE, TrainResult, _simulation, _split
+from cortexcast.decoder.training.windows import Normalisation, normalisation, pad_responses, windows_of
 
 log = logging.getLogger("decoder.ridge")
 
@@ -304,7 +304,7 @@ def train_ridge(s: RidgeSettings) -> TrainResult:
     log.info("XᵀX accumulated over %d frames (%.1f s); solving", count, time.monotonic() - t0)
     fit = fit_ridge(xtx, xty, x_sum, y_sum, count, s.alphas)
     del xtx, xty
-    from decoder.training.ridge_export import export_ridge, reduced_rank
+    from cortexcast.decoder.training.ridge_export import export_ridge, reduced_rank
 
     designs = _validation_designs(ds, val_ids, front, fit, s)
     scores = np.array([_validation_score(ds, designs, fit, j, None, mask)
@@ -368,7 +368,7 @@ def _validation_score(ds: SensoriumDataset, designs: list[tuple[np.ndarray, np.n
                       fit: RidgeFit, j: int, pixel_basis: np.ndarray | None,
                       mask: np.ndarray) -> float:
     """Mean pixel correlation of the validation trials for ``alphas[j]``, full rank or cut to
-    the rows of ``pixel_basis`` (R, P) as :func:`~decoder.training.ridge_export.reduced_rank`
+    the rows of ``pixel_basis`` (R, P) as :func:`~cortexcast.decoder.training.ridge_export.reduced_rank`
     does."""
     h, w = ds.frame_shape
     # The metric smooths with sigma 0.5 px (radius 2): pixels further from the mask than

@@ -1,4 +1,4 @@
-"""ONNX export of the ridge baseline (:mod:`decoder.training.ridge`), checked against numpy.
+"""ONNX export of the ridge baseline (:mod:`cortexcast.decoder.training.ridge`), checked against numpy.
 
 The graph folds normalisation, PCA and the low-rank lag weights into three MatMuls::
 
@@ -16,12 +16,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from decoder.dataset import SensoriumDataset
-from decoder.model_card import ModelCard, ModelError, save_card, save_mask
-from decoder.train import ONNX_TOLERANCE
-from decoder.training.ridge import (MIN_STD, LinearFrontEnd, RidgeFit, RidgeSettings, _stds,
+from cortexcast.decoder.offline.dataset import SensoriumDataset
+from cortexcast.decoder.live.model_card import ModelCard, ModelError, save_card, save_mask
+from cortexcast.decoder.training.train import ONNX_TOLERANCE
+from cortexcast.decoder.training.ridge import (MIN_STD, LinearFrontEnd, RidgeFit, RidgeSettings, _stds,
                                     trial_design)
-from decoder.training.windows import Normalisation, pad_responses, windows_of
+from cortexcast.decoder.training.windows import Normalisation, pad_responses, windows_of
 
 log = logging.getLogger("decoder.ridge")
 

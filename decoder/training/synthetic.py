@@ -100,7 +100,7 @@ def write_linear_model(path: str | Path, *, neurons: int, window: int = 10, lag:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from decoder.model_card import ModelCard, save_card
+    from cortexcast.decoder.live.model_card import ModelCard, save_card
 
     rng = np.random.default_rng(seed)
     f32 = np.float32

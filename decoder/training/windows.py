@@ -3,7 +3,7 @@
 The window for stimulus frame t holds responses ``t + lag - W + 1 .. t + lag``.
 Each trial's responses are padded with ``W - 1 - lag`` zero rows before and
 ``lag`` zero rows after, so the window of frame t is rows ``t .. t + W - 1`` of
-the padded array. The zeros match what :class:`decoder.pixel_decoder.PixelDecoder`
+the padded array. The zeros match what :class:`cortexcast.decoder.live.pixel_decoder.PixelDecoder`
 sees at the start of a stream and what ``reconstruct`` feeds after a trial ends.
 """
 
@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from decoder.dataset import SensoriumDataset
+from cortexcast.decoder.offline.dataset import SensoriumDataset
 
 
 def pad_responses(responses: np.ndarray, window: int, lag: int) -> np.ndarray:

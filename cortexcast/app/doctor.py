@@ -1,0 +1,248 @@
+"""`cortexcast doctor [CONFIG]`: check a rig before a session, calmly.
+
+Each check prints OK, WARN or FAIL with what is wrong and how to fix it:
+the config validates; NI devices (and the ones the config names); serial
+ports (and the configured ones); frames from the configured ScanImage
+endpoint (size, numbers); the ROI file against the frame size; the model
+run on one window (and timed); the closed-loop rules and outputs. Exit 0
+when nothing FAILs, 1 otherwise. Missing hardware or drivers are reported,
+never raised: on a machine with no rig every hardware check says "not
+found" and how to fix it.
+
+Vendor packages and other helpers' modules (nidaqmx, pyserial,
+cortexcast.daq.scanimage, cortexcast.decoder.live.roi_loaders) are imported lazily, so the doctor
+runs wherever the rest of cortexcast does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cortexcast.app.rig_checks import (
+    Check, RigFacts, Status, check_frames, check_ni, check_ports, check_scanimage, check_serial,
+)
+
+__all__ = ["Check", "RigFacts", "check_scanimage", "format_report", "run_checks"]
+
+
+# -- the config -------------------------------------------------------------------------
+
+def check_config(path: Path) -> tuple[list[Check], RigFacts]:
+    from cortexcast.core.config import ConfigError, load_settings, load_toml
+
+    try:
+        raw = load_toml(path)
+    except ConfigError as exc:
+        fix = ("give the path of a rig config (TOML); `cortexcast demo --prepare-only` writes "
+               "an example" if not path.exists() else "fix the TOML at the line and column named")
+        return [Check("config", "FAIL", str(exc), fix)], RigFacts({}, {})
+    facts = RigFacts(raw, {})
+    checks: list[Check] = []
+    fix = "correct the key named (every key and type is checked; see README 'A rig config')"
+    classes = _process_classes()
+    names = [n for n in classes if n in raw]
+    if "stack" in raw:  # the whole-file rules `up` applies: [stack], unknown tables, ...
+        from cortexcast.app.launcher import validate_stack
+
+        try:
+            stack, _ = validate_stack(path)
+            names += [n for n in stack.processes if n not in names]
+        except (ConfigError, ValueError) as exc:
+            checks.append(Check("config", "FAIL", str(exc), fix))
+    for name in names:  # each table on its own, so one bad table leaves the others checked
+        try:
+            facts.settings[name] = (_loop_settings(path) if name == "loop" else
+                                    load_settings(classes[name], path, name))
+        except (ConfigError, ValueError) as exc:
+            if not any(c.detail == str(exc) for c in checks):
+                checks.append(Check("config", "FAIL", str(exc), fix))
+    if not checks:
+        tables = ", ".join(f"[{n}]" for n in names) or "no process tables"
+        checks.append(Check("config", "OK", f"{path} validates: {tables}"))
+    return checks, facts
+
+
+def _process_classes() -> dict[str, Any]:
+    from cortexcast.daq.process import DaqSettings
+    from cortexcast.decoder.live.process import DecoderSettings
+    from cortexcast.display.settings import DisplaySettings
+    from cortexcast.stream.record_cli import RecordSettings
+
+    return {"daq": DaqSettings, "decoder": DecoderSettings, "display": DisplaySettings,
+            "record": RecordSettings, "loop": None}
+
+
+def _loop_settings(path: Path) -> Any:
+    from cortexcast.decoder.closed_loop.cli import loop_settings
+
+    return loop_settings(str(path), check_files=False)  # check_loop reports each rule
+
+
+# -- ROIs, model, loop ----------------------------------------------------------------------
+
+def check_rois(facts: RigFacts) -> list[Check]:
+    dec = facts.settings.get("decoder")
+    if dec is None:
+        return []
+    from cortexcast.core.rois import ROIError
+
+    try:
+        try:
+            from cortexcast.decoder.live.roi_loaders import load_roi_set
+        except ImportError:
+            from cortexcast.core.rois import load_rois as _load
+
+            rois = _load(dec.rois)
+        else:
+            rois = load_roi_set(dec.rois, getattr(dec, "rois_format", "auto"),
+                                cells_only=getattr(dec, "rois_cells_only", True))
+    except (ROIError, OSError, ValueError) as exc:
+        return [Check("ROIs", "FAIL", str(exc), "point [decoder] rois at the cortexcast .npz, "
+                      "suite2p folder or CaImAn .hdf5 made for this field of view")]
+    facts.n_rois = rois.n_neurons
+    h, w = rois.frame_shape
+    detail = f"{rois.n_neurons} ROIs from {dec.rois}, drawn on {h}x{w} frames"
+    if facts.frame_shape is None:
+        return [Check("ROIs", "WARN", detail + "; frame size unknown (no frames seen), "
+                      "not compared", "run the doctor while frames are coming in")]
+    if tuple(facts.frame_shape) != (h, w):
+        fh, fw = facts.frame_shape
+        return [Check("ROIs", "FAIL", f"{detail}, but the frames are {fh}x{fw}",
+                      "use the ROI file made for this field of view and zoom (re-run "
+                      "suite2p/CaImAn on a recording at this resolution)")]
+    return [Check("ROIs", "OK", detail + " = the frame size")]
+
+
+def check_model(facts: RigFacts, repeats: int = 20, default: bool = False) -> list[Check]:
+    """The [decoder] model (or, with ``default``, the bundled one) on one window, timed."""
+    from cortexcast.decoder.live.model_card import ModelError
+    from cortexcast.decoder.live.pixel_decoder import PixelDecoder
+    from cortexcast.decoder.live.process import resolve_model
+
+    dec = facts.settings.get("decoder")
+    if dec is None and not default:
+        return []
+    model = dec.model if dec is not None else "bundled"
+    providers = dec.providers if dec is not None else ("CPUExecutionProvider",)
+    threads = dec.threads if dec is not None else 1
+    rate = dec.frame_rate_hz if dec is not None else 30.0
+    try:
+        pix = PixelDecoder(resolve_model(model), providers=providers, threads=threads)
+        window = np.random.default_rng(0).random((pix.window, pix.neurons), np.float32)
+        t0 = time.perf_counter_ns()
+        frame = pix.decode_window(window)
+        first_ms = (time.perf_counter_ns() - t0) / 1e6
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter_ns()
+            pix.decode_window(window)
+            times.append((time.perf_counter_ns() - t0) / 1e6)
+    except (ModelError, OSError) as exc:
+        return [Check("model", "FAIL", str(exc), "set [decoder] model to an ONNX file written "
+                      "by `cortexcast train` (its .json card beside it), or 'bundled'")]
+    checks = []
+    name = resolve_model(model).name
+    p50, worst = float(np.median(times)), float(max(times))
+    budget = 1000.0 / rate
+    if frame.shape != pix.frame_shape or not np.isfinite(frame).all():
+        checks.append(Check("model", "FAIL", f"{name}: output {frame.shape} "
+                            f"{'has NaN/inf' if frame.size else ''}",
+                            "re-export the model (cortexcast train)"))
+    else:
+        status: Status = "OK" if p50 < budget / 2 else "WARN"
+        checks.append(Check(
+            "model", status, f"{name} on {', '.join(providers)}: one window "
+            f"({pix.window}x{pix.neurons}) -> {frame.shape[0]}x{frame.shape[1]} in "
+            f"{first_ms:.1f} ms first, p50 {p50:.2f} ms / max {worst:.2f} ms over {repeats}",
+            "" if status == "OK" else f"over half the {budget:.0f} ms frame budget: use a GPU "
+            "provider or a smaller model"))
+    if facts.n_rois is not None and facts.n_rois != pix.neurons:
+        checks.append(Check("model", "FAIL", f"{name} expects {pix.neurons} neurons, the ROI "
+                            f"file has {facts.n_rois}", "use the model trained on these ROIs"))
+    return checks
+
+
+def check_loop(facts: RigFacts) -> list[Check]:
+    loop = facts.settings.get("loop")
+    if loop is None:
+        return []
+    from cortexcast.decoder.closed_loop.rules import RuleError, build_rule
+
+    checks = []
+    for r in loop.rules:
+        try:
+            build_rule(r)
+        except RuleError as exc:
+            checks.append(Check("loop", "FAIL", str(exc), "fix the rule's target/mask file "
+                                "(a 36x64 .npy or .png)"))
+            continue
+        out = next(o for o in loop.outputs if o.name == r.output)
+        checks.append(Check("loop", "OK", f"rule '{r.name}' ({r.kind}, threshold "
+                            f"{r.threshold:g}, {r.frames} frame(s), refractory "
+                            f"{r.refractory_s:g} s) -> {out.describe()}"))
+    return checks
+
+
+# -- running and printing -------------------------------------------------------------------
+
+def run_checks(config: Path | None, timeout_s: float = 3.0,
+               ni_system: Callable[[], Any] | None = None) -> list[Check]:
+    if config is not None:
+        checks, facts = check_config(config)  # the tables that loaded feed the other checks
+    else:
+        checks, facts = [], RigFacts({}, {})
+    steps: list[Callable[[], list[Check]]] = [
+        lambda: check_ni(facts, ni_system), lambda: check_serial(facts),
+        lambda: check_ports(facts),
+        lambda: check_frames(facts, timeout_s), lambda: check_rois(facts),
+        lambda: check_model(facts, default=config is None), lambda: check_loop(facts)]
+    for step in steps:
+        try:
+            checks += step()
+        except Exception as exc:  # the doctor reports; it never ends in a traceback
+            checks.append(Check("doctor", "FAIL", f"a check crashed: {type(exc).__name__}: "
+                                f"{exc}", "please report this (with the config)"))
+    return checks
+
+
+def format_report(checks: list[Check], config: Path | None) -> str:
+    lines = [f"cortexcast doctor: {config or 'no config (hardware and the bundled model only)'}"]
+    for c in checks:
+        lines.append(f"  {c.status:<5} {c.name:<13} {c.detail}")
+        if c.fix:
+            lines.append(f"  {'':<5} {'':<13} fix: {c.fix}")
+    n = {s: sum(c.status == s for c in checks) for s in ("OK", "WARN", "FAIL")}
+    lines.append(f"{n['OK']} OK, {n['WARN']} WARN, {n['FAIL']} FAIL")
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = Path(args.config) if args.config else None
+    checks = run_checks(config, args.timeout)
+    print(format_report(checks, config), flush=True)
+    if args.json:
+        from cortexcast.core.runtime import write_json_atomic
+
+        write_json_atomic(args.json, {"config": str(config) if config else None,
+                                      "checks": [asdict(c) for c in checks]})
+    return 1 if any(c.status == "FAIL" for c in checks) else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="check a rig: devices, ports, ScanImage, ROIs, model",
+                       description="Check the rig a config describes and this machine: NI "
+                       "devices, serial ports, frames from ScanImage, the ROI file against the "
+                       "frame size, the model on one window, the closed-loop rules. Prints OK/"
+                       "WARN/FAIL with fixes; exit 0 when nothing fails, 1 otherwise.")
+    p.add_argument("config", nargs="?", help="rig config (TOML); without it only this "
+                   "machine's hardware and the bundled model are checked")
+    p.add_argument("--timeout", type=float, default=3.0,
+                   help="seconds to wait for ScanImage frames (default 3)")
+    p.add_argument("--json", help="also write the checks as JSON here")
+    p.set_defaults(func=_run)

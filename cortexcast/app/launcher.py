@@ -1,0 +1,225 @@
+"""`cortexcast up` (run the processes a config names) and `cortexcast demo`.
+
+``up`` validates every process's settings before it starts anything, so a
+bad key fails at once with the file and key named. ``demo`` writes a config
+for the simulated rig and the bundled model into a run folder and runs ``up``
+on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cortexcast.core.config import ConfigError, load_settings, load_toml
+from cortexcast.app.status import StatusBoard, print_summary
+from cortexcast.app.supervisor import Supervisor
+
+KNOWN_PROCESSES = ("display", "decoder", "daq", "record", "loop")
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    processes: tuple[str, ...] = ("display", "decoder", "daq")
+    """Processes to start, in this order (each reads its own table of the same file)."""
+    run_dir: str = ""
+    """Folder for logs and per-process stats (default runs/<time>)."""
+    status_interval_s: float = 1.0
+    """How often the status line is refreshed (s)."""
+    stop_timeout_s: float = 10.0
+    """How long each process may take to stop before it is killed (s)."""
+
+    def __post_init__(self) -> None:
+        bad = [p for p in self.processes if p not in KNOWN_PROCESSES]
+        if bad:
+            raise ValueError(f"unknown process {bad[0]!r} (known: {', '.join(KNOWN_PROCESSES)})")
+        if not self.processes:
+            raise ValueError("processes is empty")
+
+
+def validate_stack(config: Path) -> tuple[StackSettings, dict[str, Any]]:
+    """Load [stack] and every named process's table; raise ConfigError on any fault."""
+    from cortexcast.daq.process import DaqSettings
+    from cortexcast.decoder.live.process import DecoderSettings
+    from cortexcast.display.settings import DisplaySettings
+
+    data = load_toml(config)
+    unknown = sorted(set(data) - {"stack", *KNOWN_PROCESSES, "replay"})
+    if unknown:
+        raise ConfigError(f"{config}: unknown table [{unknown[0]}]")
+    stack = load_settings(StackSettings, config, "stack")
+    classes: dict[str, type] = {"daq": DaqSettings, "decoder": DecoderSettings,
+                                "display": DisplaySettings}
+    loaded: dict[str, Any] = {}
+    for name in stack.processes:
+        if name == "loop":  # its rules' files resolve against the config's folder
+            from cortexcast.decoder.closed_loop.cli import loop_settings
+            loaded[name] = loop_settings(str(config))
+            continue
+        if name == "record":
+            from cortexcast.stream.record_cli import RecordSettings
+            classes["record"] = RecordSettings
+        loaded[name] = load_settings(classes[name], config, name)
+    if "record" in loaded and not loaded["record"].out:
+        raise ConfigError(f"{config}: [record] out is required (the recording file to create)")
+    return stack, loaded
+
+
+def run_stack(config: Path, duration_s: float | None, run_dir: Path | None = None,
+              quiet: bool = False) -> tuple[int, dict[str, Any]]:
+    """Start, supervise and stop a stack; print and return its summary."""
+    stack, settings = validate_stack(config)
+    run_dir = run_dir or Path(stack.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    sup = Supervisor(config, list(stack.processes), run_dir)
+    board = StatusBoard(settings, quiet=quiet)
+    if "display" in settings and not settings["display"].headless:
+        board.say(f"display: http://{settings['display'].host}:{settings['display'].port}/")
+    board.say(f"logs and stats in {run_dir}/ ; Ctrl-C to stop")
+    until = None if duration_s is None else time.monotonic() + duration_s
+    previous = _stop_on_terminate()
+    try:
+        sup.start()
+        reason = sup.watch(until, board.tick, stack.status_interval_s)
+    except KeyboardInterrupt:  # while starting
+        reason = "interrupted"
+    finally:
+        sup.stop(stack.stop_timeout_s)
+        board.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    summary = print_summary(sup, reason, quiet=quiet)
+    code = 1 if sup.failed else 0
+    return code, summary
+
+
+def _stop_on_terminate() -> dict[int, Any]:
+    """SIGTERM/SIGHUP (docker stop, a closed terminal, timeout) stop the stack like Ctrl-C."""
+
+    def _interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    return {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+
+def _run_up(args: argparse.Namespace) -> int:
+    code, _ = run_stack(Path(args.config), args.duration,
+                        Path(args.run_dir) if args.run_dir else None)
+    return code
+
+
+def register_up(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("up", help="start the processes a config names and supervise them",
+                       description="Start every process named in [stack] processes of the "
+                       "config, print a live status line, stop all cleanly on Ctrl-C, "
+                       "--duration, or when one of them dies.")
+    p.add_argument("--config", required=True, help="rig config (TOML)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--run-dir", help="folder for logs and stats (default runs/<time>)")
+    p.set_defaults(func=_run_up)
+
+
+# -- demo ---------------------------------------------------------------------
+
+def write_sim_config(run_dir: Path, *, model: str = "bundled", headless: bool = False,
+                     port: int = 8030, save: str | None = None, neurons: int | None = None,
+                     daq_port: int = 5555, decoder_port: int = 5556, transport: str = "tcp",
+                     handshake: bool = True, record: str | None = None,
+                     use_behavior: bool = True) -> Path:
+    """Write rig.toml (and the ROI file) for the simulated rig + a trained model.
+
+    The simulated animal is the one the model was trained on (its card says
+    which); the movie comes from the held-out image pool.
+    """
+    from cortexcast.decoder.live.model_card import load_card, mask_path
+    from cortexcast.decoder.live.process import resolve_model
+    from cortexcast.core.rois import save_rois
+    from cortexcast.daq.sim.rig import SimulatedRig
+    from cortexcast.daq.sim.settings import SimSettings
+    from cortexcast.core.tomlwrite import dumps
+
+    if model != "bundled":  # the config lives in run_dir: relative paths would move with it
+        model = str(Path(model).resolve())
+    card = load_card(resolve_model(model))
+    sim_fields = {f.name for f in dataclasses.fields(SimSettings)}
+    trained = {k: v for k, v in dict(card.extra.get("simulation", {})).items() if k in sim_fields}
+    if neurons is not None and neurons != trained.get("n_neurons", neurons):
+        raise ConfigError(f"model {model} was trained on {trained.get('n_neurons')} neurons, "
+                          f"not {neurons}")
+    sim = dataclasses.replace(SimSettings(**trained), images="test", session_seed=12345,
+                              paced=True, duration_s=None)
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rois = run_dir / "rois.npz"
+    save_rois(rois, SimulatedRig(sim).rois())
+    if transport == "ipc":  # Unix-domain sockets: same host only, a little cheaper than TCP
+        daq_ep, dec_ep = f"ipc://{run_dir.resolve()}/daq.sock", f"ipc://{run_dir.resolve()}/decoder.sock"
+    else:
+        daq_ep, dec_ep = f"tcp://127.0.0.1:{daq_port}", f"tcp://127.0.0.1:{decoder_port}"
+    config = {
+        "stack": {"processes": ["display", "decoder", "daq"], "run_dir": str(run_dir)},
+        "daq": {"publish": daq_ep,
+                # decoder (+ recorder) on frames and sync, display (+ recorder) on stimulus
+                "wait_for": ([f"frames:{1 + bool(record)}", f"sync:{1 + bool(record)}",
+                              f"stimulus:{1 + bool(record)}"] if handshake else []),
+                "sim": {k: v for k, v in dataclasses.asdict(sim).items() if v is not None}},
+        "decoder": {"frames_from": daq_ep, "publish": dec_ep, "rois": str(rois), "model": model,
+                    "frame_rate_hz": sim.imaging_rate_hz, "stim_rate_hz": sim.stim_rate_hz,
+                    "wait_for": ["reconstruction"] if handshake else [],
+                    "use_behavior": use_behavior},
+        "display": {"stimulus_from": daq_ep, "reconstruction_from": dec_ep, "port": port,
+                    "headless": headless, "save": save},
+    }
+    if record:
+        config["stack"]["processes"] = ["display", "record", "decoder", "daq"]
+        config["record"] = {"endpoints": [daq_ep, dec_ep], "out": str(Path(record).resolve()),
+                            "topics": ["frames", "sync", "stimulus", "activity",
+                                       "reconstruction"]}
+    if mask_path(resolve_model(model)).exists():
+        config["display"]["eval_mask"] = str(mask_path(resolve_model(model)))
+    path = run_dir / "rig.toml"
+    path.write_text(dumps(config))
+    return path
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    print(f"preparing the simulated rig in {run_dir}/ ...", flush=True)
+    config = write_sim_config(run_dir, model=args.model, headless=args.headless, port=args.port,
+                              save=args.save, handshake=not args.prepare_only,
+                              record=args.record, daq_port=args.daq_port,
+                              decoder_port=args.decoder_port, use_behavior=not args.no_behavior)
+    if args.prepare_only:
+        print(f"wrote {config}; start it with: cortexcast up --config {config}")
+        return 0
+    code, _ = run_stack(config, args.duration, run_dir)
+    return code
+
+
+def register_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the whole stack on the simulated rig with the bundled model",
+                       description="Simulated rig -> decoder (bundled ONNX model) -> live "
+                       "display in the browser. Runs until Ctrl-C or --duration.")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--port", type=int, default=8030, help="display HTTP port (default 8030)")
+    p.add_argument("--daq-port", type=int, default=5555,
+                   help="ZeroMQ port the daq publishes on (default 5555)")
+    p.add_argument("--decoder-port", type=int, default=5556,
+                   help="ZeroMQ port the decoder publishes on (default 5556)")
+    p.add_argument("--model", default="bundled", help="ONNX model trained on the simulator")
+    p.add_argument("--headless", action="store_true", help="no web page")
+    p.add_argument("--save", help="with --headless: write what would be shown (.gif or folder)")
+    p.add_argument("--run-dir", help="folder for config, logs and stats")
+    p.add_argument("--record", metavar="FILE",
+                   help="also record every stream to FILE (replay it with "
+                   "`cortexcast daq --source replay --recording FILE`)")
+    p.add_argument("--no-behavior", action="store_true",
+                   help="decode without the rig's pupil/running/eye signals (the model's "
+                   "training mean instead), as on a rig that does not measure them")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="only write the config and ROI file (for docker-compose), do not run")
+    p.set_defaults(func=_run_demo)
