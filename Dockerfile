@@ -1,7 +1,7 @@
 # One image for every cortexcast process (see docker-compose.yml).
 FROM python:3.11-slim
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY cortexcast ./cortexcast
 COPY stream ./stream
 COPY daq ./daq

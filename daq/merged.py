@@ -31,10 +31,10 @@ log = logging.getLogger(__name__)
 _END = object()
 
 
-class MergedSource:
+class MergedSource(AcquisitionSource):
     """An :class:`AcquisitionSource` of a frame source plus named sync sources."""
 
-    def __init__(self, frames: AcquisitionSource, syncs: Mapping[str, Any], *,
+    def __init__(self, frames: AcquisitionSource, syncs: Mapping[str, AcquisitionSource], *,
                  queue_size: int = 2048, match_tolerance: int = 30,
                  frame_stop_timeout_s: float = 2.0) -> None:
         if queue_size < 1:
@@ -59,9 +59,7 @@ class MergedSource:
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for src in (self.frames, *self.syncs.values()):
-            st = getattr(src, "status", None)
-            if callable(st):
-                out.update(st())
+            out.update(src.status())
         out.update({"merge_dropped": sum(self.dropped.values()), "merge_replaced": self.replaced,
                     "sync_offset": self.sync_offset, "sync_unmatched": self.unmatched})
         return out
@@ -76,9 +74,6 @@ class MergedSource:
         self._stop.clear()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def close(self) -> None:
         """Stop every source and its thread (idempotent).
 
@@ -90,15 +85,11 @@ class MergedSource:
         """
         self._stop.set()
         for src in self.syncs.values():
-            close = getattr(src, "close", None)
-            if callable(close):
-                try:
-                    close()
-                except Exception:  # noqa: BLE001 - closing the others matters more
-                    log.exception("closing %s failed", type(src).__name__)
-        stop_frames = getattr(self.frames, "stop", None)  # thread-safe request, where offered
-        if callable(stop_frames):
-            stop_frames()
+            try:
+                src.close()
+            except Exception:  # noqa: BLE001 - closing the others matters more
+                log.exception("closing %s failed", type(src).__name__)
+        self.frames.stop()  # a thread-safe request
         for name, th in self._threads.items():
             th.join(timeout=self.frame_stop_timeout_s if name == "frames" else 5.0)
         frames_busy = "frames" in self._threads and self._threads["frames"].is_alive()
@@ -113,7 +104,7 @@ class MergedSource:
         if stack is not None:
             stack.close()
 
-    def _pump(self, name: str, src: Any) -> None:
+    def _pump(self, name: str, src: AcquisitionSource) -> None:
         """Thread body: the source's events onto the queue, never waiting for room."""
         gen = src.events()
         try:

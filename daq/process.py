@@ -10,20 +10,22 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-import numpy as np
 
-from cortexcast.core.runtime import HeldStop, Stop, ignore_stop_signals, write_json_atomic
+from cortexcast.core.config import path_field
+from cortexcast.core.runtime import ProcessRun, StopSignals
 from cortexcast.daq.ni.settings import NiSettings
 from cortexcast.daq.scanimage.tiff_source import TiffSettings
 from cortexcast.daq.scanimage.zmq_source import BridgeSettings, ScanImageStreamSettings
 from cortexcast.daq.serial_sync.settings import SerialSettings
 from cortexcast.daq.sim.settings import SimSettings
-from cortexcast.core.events import ImagingFrame, StimulusFrame, SyncEvent
+from cortexcast.core.events import Event, ImagingFrame, SyncEvent
 from cortexcast.daq.source import AcquisitionError, AcquisitionSource
+from cortexcast.daq.replay_source import ReplaySource, daq_replay
 from cortexcast.daq.stimulus_identity import StimulusSettings
-from cortexcast.stream.pubsub import Publisher, parse_wait_for
+from cortexcast.stream.pubsub import Publisher, Sockets, parse_wait_for
+from cortexcast.stream.replay import ReplaySettings
 
 log = logging.getLogger("daq")
 
@@ -51,10 +53,13 @@ class DaqSettings:
     ni: NiSettings = field(default_factory=NiSettings)
     serial: SerialSettings = field(default_factory=SerialSettings)
     stimulus: StimulusSettings = field(default_factory=StimulusSettings)
-    recording: str | None = None
+    recording: str | None = path_field(None)
     """Recording file for source = "replay"."""
     replay_paced: bool = True
     """Replay at the recorded pace (false: as fast as possible)."""
+    replay: ReplaySettings = field(default_factory=ReplaySettings)
+    """The replay backend's settings (table [daq.replay], the same as `cortexcast replay`'s
+    [replay]); `recording` and `replay_paced` above are its shorthand in [daq]."""
     hwm: int = 200
     """Messages queued per subscriber before the newest are dropped (~3 messages per
     imaging frame: 200 is about 2 s at 30 Hz)."""
@@ -63,11 +68,13 @@ class DaqSettings:
     sleep): "frames" needs one, "frames:2" two."""
     wait_timeout_s: float = 30.0
     """How long to wait for those subscribers before starting anyway (s)."""
-    stats_out: str | None = None
+    stats_out: str | None = path_field(None)
     """Write a JSON of counters here on exit."""
 
     def __post_init__(self) -> None:
-        if self.source == "replay" and not self.recording:
+        object.__setattr__(self, "replay",
+                           daq_replay(self.replay, self.recording, self.replay_paced))
+        if self.source == "replay" and not self.replay.recording:
             raise ValueError("source = 'replay' needs 'recording' (a file from cortexcast record)")
         if self.source == "tiff" and not self.tiff.folder:
             raise ValueError("source = 'tiff' needs [daq.tiff] folder (where ScanImage logs)")
@@ -96,9 +103,8 @@ def make_source(settings: DaqSettings) -> AcquisitionSource:
         from cortexcast.daq.scanimage.tiff_source import TiffFollower
 
         return TiffFollower(settings.tiff)
-    from cortexcast.daq.replay_source import ReplaySource
 
-    return ReplaySource(settings.recording, paced=settings.replay_paced)  # type: ignore[arg-type]
+    return ReplaySource.from_settings(settings.replay)
 
 
 def with_sync(frames: AcquisitionSource, settings: DaqSettings) -> AcquisitionSource:
@@ -107,7 +113,7 @@ def with_sync(frames: AcquisitionSource, settings: DaqSettings) -> AcquisitionSo
         return frames
     from cortexcast.daq.merged import MergedSource
 
-    syncs: dict[str, object] = {}
+    syncs: dict[str, AcquisitionSource] = {}
     for name in settings.sync:
         if name == "ni":
             from cortexcast.daq.ni.source import NiSyncSource
@@ -125,91 +131,78 @@ def with_sync(frames: AcquisitionSource, settings: DaqSettings) -> AcquisitionSo
 
 
 class EventPublisher:
-    """Maps source events to stream messages (the only place that knows the mapping)."""
+    """Publishes source events (:meth:`Publisher.publish_event`) and counts them per topic."""
 
     def __init__(self, pub: Publisher) -> None:
         self.pub = pub
         self.counts = {"frames": 0, "sync": 0, "stimulus": 0}
 
-    def __call__(self, ev: ImagingFrame | SyncEvent | StimulusFrame) -> None:
-        now = time.monotonic_ns()
-        if isinstance(ev, ImagingFrame):
-            acq = int(ev.meta.get("t_mono_ns", now))
-            self.pub.publish("frames", "frame", [ev.pixels], t_acq=ev.t,
-                             meta={"imaging_frame": ev.index}, stamps=[("daq.acq", acq)])
-            self.counts["frames"] += 1
-        elif isinstance(ev, SyncEvent):
-            arrays = [] if ev.photodiode is None else [np.asarray(ev.photodiode, np.float32)]
-            meta = {"imaging_frame": ev.imaging_frame, "stim_frame": ev.stim_frame,
-                    "t_flip": ev.t_flip, "behavior": {k: float(v) for k, v in ev.behavior.items()}}
-            self.pub.publish("sync", "sync", arrays, t_acq=ev.t, meta=meta)
-            self.counts["sync"] += 1
-        elif isinstance(ev, StimulusFrame):
-            self.pub.publish("stimulus", "stimulus", [ev.pixels], t_acq=ev.t,
-                             meta={"stim_frame": ev.index, "clip": ev.clip,
-                                   "clip_frame": ev.clip_frame})
-            self.counts["stimulus"] += 1
-        else:
-            raise TypeError(f"unknown event type {type(ev).__name__}")
+    def __call__(self, ev: Event) -> None:
+        stamps: tuple[tuple[str, int], ...] = ()
+        if isinstance(ev, ImagingFrame):  # acquired when the source says, else now
+            stamps = (("daq.acq", int(ev.meta.get("t_mono_ns", time.monotonic_ns()))),)
+        msg = self.pub.publish_event(ev, stamps=stamps)
+        self.counts[msg.topic] += 1
         self.pub.status.update(self.counts)
 
 
-def run_daq(settings: DaqSettings) -> int:
-    stop = HeldStop()  # a stop between a frame's sync and the frame waits for the frame
-    stop.install()
-    pub = Publisher(settings.publish, "daq", hwm=settings.hwm)
-    publish = EventPublisher(pub)
-    started = time.monotonic()
+def run_daq(settings: DaqSettings, *, sockets: Sockets = Sockets(),
+            stop: StopSignals | None = None) -> int:
+    """Publish the source's events until it ends or a stop comes (see :class:`ProcessRun`).
+
+    A stop that lands between a frame's sync and the frame waits for the frame (at most
+    0.5 s), so a recording never ends on a sync without its frame.
+    """
     first_event: float | None = None
-    status_t = 0.0
-    last_frame = -1
-    reason = "source ended"
-    try:
-        with with_sync(make_source(settings), settings) as source:
-            source_status = getattr(source, "status", None)
-            source_status = source_status if callable(source_status) else None
-            log.info("publishing on %s (source: %s%s)", pub.address, settings.source,
-                     "".join(f" + {s}" for s in settings.sync))
-            if settings.wait_for:
-                ok = pub.wait_for_subscribers(parse_wait_for(settings.wait_for),
-                                              settings.wait_timeout_s)
-                log.info("subscribers %s for %s", "ready" if ok else "NOT ready (timeout)",
-                         ", ".join(settings.wait_for))
-            try:
-                for event in source.events():
-                    if first_event is None:
-                        first_event = time.monotonic()
-                    if isinstance(event, SyncEvent) and event.imaging_frame > last_frame:
-                        stop.hold()  # its frame is next: publish both or neither
-                    publish(event)
-                    if isinstance(event, ImagingFrame):
-                        last_frame = event.index
-                        stop.release()
-                    if source_status is not None and time.monotonic() - status_t > 0.5:
-                        pub.status.update(source_status())  # sync counters ride the heartbeat
-                        status_t = time.monotonic()
-            finally:
-                stop.end()  # no held stop or alarm may fire into the source's cleanup
-            if source_status is not None:
-                pub.status.update(source_status())
-    except Stop as sig:
-        reason = f"stopped by {sig}"
-    except AcquisitionError as exc:
-        reason = f"source failed: {exc}"
-        raise
-    finally:
-        ignore_stop_signals()
+    with ProcessRun("daq", settings.stats_out, stop=stop) as run:
+        pub = sockets.publisher(settings.publish, "daq", hwm=settings.hwm)
+        publish = EventPublisher(pub)
+
+        def stats() -> dict[str, Any]:
+            now = time.monotonic()
+            return {"elapsed_s": now - run.started,
+                    "acquiring_s": now - first_event if first_event is not None else 0.0,
+                    "published": publish.counts,
+                    "source": {k: v for k, v in pub.status.items() if k not in publish.counts}}
+
+        run.counts, run.stats_fn = publish.counts, stats
         # A source that ended on its own (a replay, a finite sim run) lets the last queued
         # messages go out; a stop signal briefly (the frame a held stop waited for may still
         # be queued behind its sync); a failure closes at once.
-        pub.close(linger_ms=1000 if reason == "source ended" else
-                  200 if reason.startswith("stopped") else 0)
-        now = time.monotonic()
-        stats = {"process": "daq", "reason": reason, "elapsed_s": now - started,
-                 "acquiring_s": now - first_event if first_event is not None else 0.0,
-                 "published": publish.counts,
-                 "source": {k: v for k, v in pub.status.items() if k not in publish.counts}}
-        log.info("%s: %s", reason, publish.counts)
-        if settings.stats_out:
-            write_json_atomic(settings.stats_out, stats)
+        run.own(pub, close=lambda: pub.close(
+            linger_ms=1000 if run.reason == "source ended" else
+            200 if run.reason.startswith("stopped") else 0))
+        try:
+            with with_sync(make_source(settings), settings) as source:
+                log.info("publishing on %s (source: %s%s)", pub.address, settings.source,
+                         "".join(f" + {s}" for s in settings.sync))
+                if settings.wait_for:
+                    ok = pub.wait_for_subscribers(parse_wait_for(settings.wait_for),
+                                                  settings.wait_timeout_s)
+                    log.info("subscribers %s for %s", "ready" if ok else "NOT ready (timeout)",
+                             ", ".join(settings.wait_for))
+                status_t, last_frame = 0.0, -1
+                try:
+                    for event in source.events():
+                        if first_event is None:
+                            first_event = time.monotonic()
+                        if isinstance(event, SyncEvent) and event.imaging_frame > last_frame:
+                            run.stop.hold()  # its frame is next: publish both or neither
+                        publish(event)
+                        if isinstance(event, ImagingFrame):
+                            last_frame = event.index
+                            run.stop.release()
+                            if run.stopping:  # a stop requested from another thread
+                                break
+                        if time.monotonic() - status_t > 0.5:
+                            pub.status.update(source.status())  # sync counters ride the heartbeat
+                            status_t = time.monotonic()
+                    else:
+                        run.reason = "source ended"
+                finally:
+                    run.stop.end()  # no held stop or alarm may fire into the source's cleanup
+                pub.status.update(source.status())
+        except AcquisitionError as exc:
+            run.reason = f"source failed: {exc}"
+            raise
     return 0

@@ -4,11 +4,8 @@ A recording of the ``frames`` / ``sync`` / ``stimulus`` topics (made with
 ``cortexcast record``) turns back into the events a live source yields, mapped
 as in the topic table of docs/architecture.md:
 
-* ``frame``    -> :class:`ImagingFrame` (index = meta ``imaging_frame``, t = ``t_acq``,
-  pixels = the array, the other meta keys kept in ``meta``);
-* ``sync``     -> :class:`SyncEvent` (``imaging_frame``, ``stim_frame``, ``t_flip``,
-  ``behavior`` from meta; the optional array is the photodiode trace);
-* ``stimulus`` -> :class:`StimulusFrame` (index = ``stim_frame``, ``clip``, ``clip_frame``).
+``frame`` -> :class:`ImagingFrame`, ``sync`` -> :class:`SyncEvent`, ``stimulus`` ->
+:class:`StimulusFrame`, by the one codec, :func:`cortexcast.core.events.from_message`.
 
 Paced, it yields each event at its recorded time (relative, scaled by
 ``speed``, absolute deadlines: no drift); unpaced, as fast as the consumer
@@ -26,60 +23,35 @@ from pathlib import Path
 
 import numpy as np
 
-from cortexcast.core.events import Event, ImagingFrame, StimulusFrame, SyncEvent
+from cortexcast.core.events import Event, ImagingFrame, StimulusFrame, SyncEvent, from_message
+from cortexcast.core.message import MessageError
 
-from cortexcast.daq.source import AcquisitionError
+from cortexcast.daq.source import AcquisitionError, AcquisitionSource
 from cortexcast.stream.message import Message
 from cortexcast.stream.recording import RecordingError, RecordingReader
-from cortexcast.stream.replay import Clock, Pacer, loop_period, timeline
+from cortexcast.core.pacing import Pacer
+from cortexcast.stream.replay import Clock, ReplaySettings, loop_period, timeline
 
 log = logging.getLogger(__name__)
 
 TOPICS = ("frames", "sync", "stimulus")
 
 
-@dataclasses.dataclass(frozen=True)
-class ReplaySourceSettings:
-    """Settings of the replay backend (e.g. a ``[daq.replay]`` table)."""
-
-    recording: str = ""
-    """Recording file with ``frames``/``sync``/``stimulus`` messages."""
-    paced: bool = True
-    """Yield events at the recorded pace (False: as fast as possible)."""
-    speed: float = 1.0
-    """Pace as a multiple of the recorded pace."""
-    clock: Clock = "recv"
-    """Pace by the recorder's receive times (``recv``) or by ``t_acq``."""
-    loop: bool = False
-    """Start again at the end (indices and times keep increasing)."""
-
-    def __post_init__(self) -> None:
-        if not self.speed > 0:
-            raise ValueError(f"speed must be > 0, got {self.speed}")
+def daq_replay(replay: ReplaySettings, recording: str | None = None,
+               paced: bool = True) -> ReplaySettings:
+    """``[daq.replay]`` with the ``[daq]`` shorthand folded in: ``recording`` (when set)
+    names the file, ``replay_paced = false`` means ``fast``."""
+    return dataclasses.replace(replay, recording=recording or replay.recording,
+                               fast=replay.fast or not paced)
 
 
 def message_to_event(msg: Message) -> Event | None:
-    """The daq event a recorded message stands for; None for other kinds.
-
-    Raises KeyError, IndexError, TypeError or ValueError when a message lacks
-    what its kind needs.
-    """
-    meta = msg.meta
-    if msg.kind == "frame":
-        rest = {k: v for k, v in meta.items() if k != "imaging_frame"}
-        return ImagingFrame(int(meta["imaging_frame"]), msg.t_acq, msg.arrays[0], rest)
-    if msg.kind == "sync":
-        t_flip = meta.get("t_flip")
-        return SyncEvent(
-            imaging_frame=int(meta["imaging_frame"]), t=msg.t_acq,
-            stim_frame=int(meta.get("stim_frame", -1)),
-            t_flip=None if t_flip is None else float(t_flip),
-            photodiode=msg.arrays[0] if msg.arrays else None,
-            behavior={str(k): float(v) for k, v in (meta.get("behavior") or {}).items()})
-    if msg.kind == "stimulus":
-        return StimulusFrame(int(meta["stim_frame"]), msg.t_acq, msg.arrays[0],
-                             str(meta.get("clip", "")), int(meta.get("clip_frame", 0)))
-    return None
+    """The source event a recorded message stands for (:func:`from_message`); None for the
+    kinds a source does not yield (activity, reconstructions, ...). Raises MessageError when
+    a message lacks what its kind needs."""
+    if msg.kind not in ("frame", "sync", "stimulus"):
+        return None
+    return from_message(msg)  # type: ignore[return-value]
 
 
 def _shifted(event: Event, frames: int, stims: int, dt: float) -> Event:
@@ -94,7 +66,7 @@ def _shifted(event: Event, frames: int, stims: int, dt: float) -> Event:
         t_flip=None if event.t_flip is None else event.t_flip + dt)
 
 
-class ReplaySource:
+class ReplaySource(AcquisitionSource):
     """An :class:`~cortexcast.daq.source.AcquisitionSource` that plays a recording back.
 
     ``monotonic``/``sleep`` are injectable for tests. Messages that do not map
@@ -118,10 +90,12 @@ class ReplaySource:
         self.yielded = 0
 
     @classmethod
-    def from_settings(cls, settings: ReplaySourceSettings, **kwargs: object) -> ReplaySource:
-        """Build one from its settings dataclass (``kwargs`` pass clock/sleep on)."""
-        return cls(settings.recording, paced=settings.paced, speed=settings.speed,
-                   clock=settings.clock, loop=settings.loop, **kwargs)  # type: ignore[arg-type]
+    def from_settings(cls, settings: ReplaySettings, **kwargs: object) -> ReplaySource:
+        """Build one from the replay settings (``kwargs`` pass clock/sleep on); its topics
+        default to the daq's (frames, sync, stimulus)."""
+        return cls(settings.recording, paced=not settings.fast, speed=settings.speed,
+                   clock=settings.clock, loop=settings.loop, topics=settings.topics or TOPICS,
+                   **kwargs)  # type: ignore[arg-type]
 
     def open(self) -> RecordingReader:
         """Open the recording (``__enter__`` does); AcquisitionError if it cannot be read."""
@@ -133,6 +107,10 @@ class ReplaySource:
             self._closed = False
         return self._reader
 
+    def stop(self) -> None:
+        """End :meth:`events` before its next event (any thread; the file stays open)."""
+        self._closed = True
+
     def close(self) -> None:
         """Stop :meth:`events` and close the recording (idempotent)."""
         self._closed = True
@@ -143,9 +121,6 @@ class ReplaySource:
     def __enter__(self) -> ReplaySource:
         self.open()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def events(self) -> Iterator[Event]:
         """Yield the recording's events in recorded order, until its end or :meth:`close`."""
@@ -189,7 +164,7 @@ class ReplaySource:
             raise AcquisitionError(f"replay source: {exc}") from exc
         try:
             return message_to_event(msg)
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
+        except MessageError as exc:
             if not self.skipped:
                 log.warning("%s: skipping a %s message that maps to no event (%r); further ones "
                             "are counted, not logged", self.path, msg.kind, exc)

@@ -12,26 +12,43 @@ exists); a dataset/benchmark source may run as fast as possible.
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol, runtime_checkable
+from abc import ABC, abstractmethod
+from typing import Any, Iterator
 
+from cortexcast.core.errors import CortexcastError
 from cortexcast.core.events import Event
 
 
-class AcquisitionError(RuntimeError):
+class AcquisitionError(CortexcastError, RuntimeError):
     """A source failed (device vanished, file unreadable, ...). Vendor errors are chained."""
 
 
+class AcquisitionSource(ABC):
+    """What the daq process needs from a backend.
 
+    ``with source:`` opens it (devices, files, sockets), :meth:`events` yields until the
+    acquisition ends, leaving the block closes it. The defaults suit a source with
+    nothing to open or report; a backend overrides what it has.
+    """
 
+    def __enter__(self) -> AcquisitionSource:
+        return self
 
-@runtime_checkable
-class AcquisitionSource(Protocol):
-    """What the daq process needs from a backend."""
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
-    def __enter__(self) -> "AcquisitionSource": ...
-
-    def __exit__(self, *exc: object) -> None: ...
-
+    @abstractmethod
     def events(self) -> Iterator[Event]:
         """Yield events in time order until the acquisition ends or the source is closed."""
-        ...
+
+    def stop(self) -> None:
+        """Ask :meth:`events` to end soon; safe from any thread (it does not release
+        resources another thread may be using: :meth:`close` does that)."""
+
+    def close(self) -> None:
+        """Release the source's resources and end :meth:`events` (idempotent)."""
+        self.stop()
+
+    def status(self) -> dict[str, Any]:
+        """Counters for the daq's heartbeat and stats (empty when there are none)."""
+        return {}

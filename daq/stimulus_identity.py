@@ -16,6 +16,8 @@ label the ground truth. Bad messages are counted and skipped (the first few logg
 
 from __future__ import annotations
 
+from cortexcast.core.config import path_field
+from cortexcast.core.errors import CortexcastError
 import json
 import logging
 import os
@@ -30,7 +32,7 @@ import numpy as np
 
 from cortexcast.core.events import StimulusFrame
 
-from cortexcast.daq.source import AcquisitionError
+from cortexcast.daq.source import AcquisitionError, AcquisitionSource
 
 log = logging.getLogger(__name__)
 STIM_SHAPE = (36, 64)
@@ -42,11 +44,11 @@ class StimulusSettings:
     mode: Literal["udp", "log"] = "udp"
     listen: str = "0.0.0.0:5557"
     """UDP host:port to receive the stimulus computer's messages on (mode "udp")."""
-    log_file: str = ""
+    log_file: str = path_field("")
     """The stimulus program's log file to follow (mode "log")."""
     from_start: bool = False
     """Log mode: read the file from its start (default: only lines written from now on)."""
-    clip_library: str = ""
+    clip_library: str = path_field("")
     """Folder with <clip>.npy movies ((frames, 36, 64) uint8): events carry the real pixels."""
     poll_s: float = 0.05
     """How often the log file is checked for new lines / the UDP socket for a stop request."""
@@ -62,7 +64,7 @@ class StimulusSettings:
             raise ValueError("poll_s must be > 0")
 
 
-class MessageError(ValueError):
+class MessageError(CortexcastError, ValueError):
     """A stimulus-identity message does not follow the schema (the message says how)."""
 
 
@@ -126,7 +128,7 @@ class ClipLibrary:
         return np.ascontiguousarray(movie[clip_frame])
 
 
-class StimulusIdentitySource:
+class StimulusIdentitySource(AcquisitionSource):
     """StimulusFrame events from the stimulus computer (context manager; ``events()``)."""
 
     def __init__(self, settings: StimulusSettings, *,
@@ -170,9 +172,6 @@ class StimulusIdentitySource:
             raise AcquisitionError(f"stimulus identity: the folder of log_file "
                                    f"{self.s.log_file!r} does not exist")
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         """Stop :meth:`events` (from any thread: the socket is closed by the thread reading

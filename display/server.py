@@ -18,6 +18,7 @@ Stops on SIGINT/SIGTERM or after ``duration_s``; then writes ``stats_out``.
 
 from __future__ import annotations
 
+from cortexcast.core.errors import CortexcastError
 import asyncio
 import dataclasses
 import json
@@ -52,7 +53,7 @@ _RX_POLL_S = 0.05
 _RX_STATS_PERIOD_S = 0.1
 
 
-class DisplayError(RuntimeError):
+class DisplayError(CortexcastError, RuntimeError):
     """The display could not start (bad mask file, port in use, ...)."""
 
 

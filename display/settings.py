@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cortexcast.core.config import path_field
+
 
 @dataclass(frozen=True)
 class DisplaySettings:
@@ -21,15 +23,15 @@ class DisplaySettings:
     """Upscaling factor (screen px per stimulus px) of the page and of saved frames."""
     headless: bool = False
     """Run without the web server (receive, keep statistics, optionally save)."""
-    save: str | None = None
+    save: str | None = path_field(None)
     """Write what would be shown: ``*.gif`` (animated GIF) or a directory (PNG series)."""
     duration_s: float | None = None
     """Stop after this many seconds (None: run until SIGINT/SIGTERM)."""
-    stats_out: str | None = None
+    stats_out: str | None = path_field(None)
     """Write counters and latency percentiles as JSON here on stop."""
     correlation_window: int = 300
     """Number of most recent paired frames (frames, 300 = 10 s at 30 Hz) in the running r."""
-    eval_mask: str | None = None
+    eval_mask: str | None = path_field(None)
     """``.npy`` (36, 64) bool evaluation mask for the correlation (None: every pixel)."""
     hwm: int = 1000
     """Receive high-water mark (messages) of the subscriber socket."""

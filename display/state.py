@@ -23,7 +23,8 @@ import numpy as np
 
 from cortexcast.display.correlation import Metric, window_correlation
 from cortexcast.display.latency import LatencyStats
-from cortexcast.stream.message import Message
+from cortexcast.core.events import EventArrayError, Reconstruction, StimulusFrame, from_message
+from cortexcast.core.message import Message, MessageError
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +49,6 @@ class View:
     imaging_frame: int | None
     lag: int | None
     paired: bool
-
-
-def _frame_index(msg: Message) -> int | None:
-    v = msg.meta.get("stim_frame")
-    if isinstance(v, bool) or not isinstance(v, int):
-        return None
-    return v
 
 
 class DisplayState:
@@ -94,7 +88,7 @@ class DisplayState:
         self.correlation_frames = 0
         self.correlation_error: str | None = None
         self._stimuli: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._pending: OrderedDict[int, Message] = OrderedDict()
+        self._pending: OrderedDict[int, Reconstruction] = OrderedDict()
         self._newest_stim: tuple[int, np.ndarray] | None = None
         self._stims_since_recon = 0
         self._view: View | None = None
@@ -105,30 +99,27 @@ class DisplayState:
     # -- ingest ------------------------------------------------------------
     def ingest(self, msg: Message) -> None:
         """Take one decoded message; unknown topics and malformed ones are counted as bad."""
-        if msg.topic == STIMULUS:
-            self._ingest_stimulus(msg)
-        elif msg.topic == RECONSTRUCTION:
-            self._ingest_reconstruction(msg)
-        else:
+        if msg.topic not in (STIMULUS, RECONSTRUCTION):
             self.bad[f"topic:{msg.topic}"] += 1
-
-    def _frame(self, msg: Message, dtype: type) -> np.ndarray | None:
-        if not msg.arrays or msg.arrays[0].ndim != 2 or msg.arrays[0].size == 0:
-            self.bad[f"{msg.topic}_array"] += 1
-            return None
-        a = msg.arrays[0]
-        if a.dtype == dtype:
-            return a
-        if dtype is np.uint8:
-            return np.clip(np.nan_to_num(a), 0, 255).astype(np.uint8)
-        return a.astype(dtype)
-
-    def _ingest_stimulus(self, msg: Message) -> None:
-        index, pixels = _frame_index(msg), self._frame(msg, np.uint8)
-        if index is None or pixels is None:
-            if index is None:
-                self.bad["stimulus_meta"] += 1
             return
+        try:
+            event = from_message(msg)
+        except EventArrayError:
+            self.bad[f"{msg.topic}_array"] += 1
+            return
+        except MessageError:
+            self.bad[f"{msg.topic}_meta"] += 1
+            return
+        if isinstance(event, StimulusFrame):
+            self._ingest_stimulus(event)
+        elif isinstance(event, Reconstruction):
+            self.latency.add(msg.stamps)
+            self._ingest_reconstruction(event)
+        else:
+            self.bad[f"{msg.topic}_kind"] += 1
+
+    def _ingest_stimulus(self, stim: StimulusFrame) -> None:
+        index, pixels = stim.index, stim.pixels
         self.received[STIMULUS] += 1
         self._stimuli[index] = pixels
         self._stimuli.move_to_end(index)
@@ -140,25 +131,20 @@ class DisplayState:
         if waiting is not None:
             self._pair(waiting, pixels)
         elif self._view is None or self._view.reconstruction is None:
-            self._set_view(pixels, index, None, None)  # no reconstruction (yet): live stimulus
+            self._set_view(pixels, index, None)  # no reconstruction (yet): live stimulus
         elif self._stims_since_recon > self.recon_timeout_frames:
-            self._set_view(pixels, index, None, None)  # decoder went quiet: back to live
+            self._set_view(pixels, index, None)  # decoder went quiet: back to live
 
-    def _ingest_reconstruction(self, msg: Message) -> None:
-        index, recon = _frame_index(msg), self._frame(msg, np.float32)
-        if index is None or recon is None:
-            if index is None:
-                self.bad["reconstruction_meta"] += 1
-            return
+    def _ingest_reconstruction(self, recon: Reconstruction) -> None:
+        index = recon.stim_frame
         self.received[RECONSTRUCTION] += 1
-        self.latency.add(msg.stamps)
         self._stims_since_recon = 0
         stimulus = self._stimuli.get(index) if index >= 0 else None
         if stimulus is not None:
-            self._pair(msg, stimulus)
+            self._pair(recon, stimulus)
             return
         if index >= 0:
-            self._pending[index] = msg
+            self._pending[index] = recon
             while len(self._pending) > self.pending_buffer:
                 self._pending.popitem(last=False)
                 self.unpaired += 1
@@ -166,33 +152,27 @@ class DisplayState:
             self.unpaired += 1
         # Show it now, next to the live stimulus, until (if ever) its own arrives.
         stim = self._newest_stim
-        self._set_view(stim[1] if stim else None, stim[0] if stim else None, msg, recon)
+        self._set_view(stim[1] if stim else None, stim[0] if stim else None, recon)
 
-    def _pair(self, msg: Message, stimulus: np.ndarray) -> None:
-        recon = self._frame(msg, np.float32)
-        if recon is None:
-            return
-        if recon.shape != stimulus.shape:
+    def _pair(self, recon: Reconstruction, stimulus: np.ndarray) -> None:
+        if recon.pixels.shape != stimulus.shape:
             self.bad["shape_mismatch"] += 1
             return
         self.paired += 1
-        self._push_window(recon, stimulus)
-        self._set_view(stimulus, _frame_index(msg), msg, recon, paired=True)
+        self._push_window(recon.pixels, stimulus)
+        self._set_view(stimulus, recon.stim_frame, recon, paired=True)
 
     def _set_view(self, stimulus: np.ndarray | None, stim_frame: int | None,
-                  recon_msg: Message | None, recon: np.ndarray | None,
-                  paired: bool = False) -> None:
+                  recon: Reconstruction | None, paired: bool = False) -> None:
         self._version += 1
-        meta = recon_msg.meta if recon_msg is not None else {}
-        imaging, lag = meta.get("imaging_frame"), meta.get("lag")
         self._view = View(
             version=self._version,
             stimulus=stimulus,
             stim_frame=stim_frame,
-            reconstruction=recon,
-            recon_stim_frame=_frame_index(recon_msg) if recon_msg is not None else None,
-            imaging_frame=imaging if isinstance(imaging, int) else None,
-            lag=lag if isinstance(lag, int) else None,
+            reconstruction=recon.pixels if recon is not None else None,
+            recon_stim_frame=recon.stim_frame if recon is not None else None,
+            imaging_frame=recon.imaging_frame if recon is not None else None,
+            lag=recon.lag if recon is not None else None,
             paired=paired,
         )
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from cortexcast.core.errors import CortexcastError
 import logging
 import time
 from collections import Counter, deque
@@ -24,6 +25,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import zmq
 
+from cortexcast.core.events import AnyEvent, to_message
 from cortexcast.stream.message import Message, MessageError, decode, encode
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_TOPIC = "_hb"
 
 
-class StreamError(RuntimeError):
+class StreamError(CortexcastError, RuntimeError):
     """A socket could not be set up (bad endpoint, address in use, ...)."""
 
 
@@ -120,6 +122,13 @@ class Publisher:
         msg = msg.stamped(stage or f"{self.source}.pub")
         self.send(msg)
         return msg
+
+    def publish_event(self, event: AnyEvent, *, stamps: Iterable[tuple[str, int]] = (),
+                      stage: str | None = None) -> Message:
+        """Publish a typed event on its topic (:func:`cortexcast.core.events.to_message`)."""
+        parts = to_message(event)
+        return self.publish(parts.topic, parts.kind, parts.arrays, t_acq=parts.t_acq,
+                            meta=parts.meta, stamps=stamps, stage=stage)
 
     def send(self, msg: Message) -> None:
         """Send a ready-made message as it is (replay uses this)."""
@@ -298,8 +307,8 @@ class Subscriber:
             msg = self._accept(self._sock.recv_multipart(copy=False))
             if msg is not None:
                 return msg
-            if deadline is not None and time.monotonic() >= deadline:
-                return None
+            # a heartbeat or a bad message: go on while more is queued (poll(0) at the
+            # deadline), so a drain with timeout 0 does not stop at a heartbeat
 
     def recv_all(self) -> list[Message]:
         """Every data message already waiting, without blocking."""
@@ -359,3 +368,19 @@ class Subscriber:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class Sockets:
+    """How a process makes its sockets, passed in so a test can run a process loop in a thread
+    over ``inproc://`` (which needs one shared ``context``) without a subprocess."""
+
+    context: zmq.Context | None = None
+
+    def publisher(self, endpoint: str, source: str, **options: Any) -> Publisher:
+        return Publisher(endpoint, source, context=self.context, **options)
+
+    def subscriber(self, endpoints: str | Sequence[str], topics: Sequence[str],
+                   **options: Any) -> "Subscriber":
+        return Subscriber(endpoints, topics, context=self.context, **options)
+

@@ -10,22 +10,19 @@ cortexcast.stream.record_cli record|replay ...`` runs them on their own.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
-from cortexcast.core.config import ConfigError, load_settings
-from cortexcast.core.runtime import setup_logging, write_json_atomic
+from cortexcast.core.config import ConfigError, load_settings, path_field
+from cortexcast.core.runtime import ProcessRun, StopSignals, setup_logging
 from cortexcast.stream.message import Message, encode
-from cortexcast.stream.pubsub import Publisher, StreamError, Subscriber
+from cortexcast.stream.pubsub import Sockets, StreamError, Subscriber
 from cortexcast.stream.recording import RecordingError, RecordingReader, RecordingWriter
 from cortexcast.stream.replay import Replayer, ReplaySettings, ReplayStats
 
@@ -40,7 +37,7 @@ class RecordSettings:
     """Endpoints to subscribe to (connect)."""
     topics: tuple[str, ...] = ("frames", "sync", "stimulus")
     """Topics to record (ZeroMQ prefix match: ``""`` records every topic)."""
-    out: str = ""
+    out: str = path_field("")
     """Recording file to create (its index goes to ``<out>.idx``)."""
     duration_s: float | None = None
     """Stop after this many seconds (None: run until SIGINT/SIGTERM)."""
@@ -50,7 +47,7 @@ class RecordSettings:
     """Replace ``out`` if it exists (otherwise refuse)."""
     hwm: int = 1000
     """Receive high-water mark (messages queued before the publisher drops)."""
-    stats_out: str | None = None
+    stats_out: str | None = path_field(None)
     """Write a JSON of the recording's counters here on exit."""
 
     def __post_init__(self) -> None:
@@ -88,36 +85,26 @@ class RawSubscriber(Subscriber):
         return msg, (encode(msg) if frames is None else frames), t_recv
 
 
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[Callable[[], bool]]:
-    """Within the block, SIGINT/SIGTERM set a flag (returned as a callable) instead of killing."""
-    flag = threading.Event()
-    old: dict[signal.Signals, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.signal(sig, lambda *_: flag.set())
-    try:
-        yield flag.is_set
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+def record(settings: RecordSettings, *, sockets: Sockets = Sockets(),
+           stop: StopSignals | None = None) -> dict[str, Any]:
+    """Record until ``duration_s`` passes or a stop comes; return a summary.
 
-
-def record(settings: RecordSettings, *, should_stop: Callable[[], bool] | None = None,
-           context: zmq.Context | None = None) -> dict[str, Any]:
-    """Record until ``duration_s`` passes or ``should_stop()``; return a summary."""
-    stop = should_stop or (lambda: False)
+    A stop signal only ends the loop (it never interrupts a write), so the file ends on a
+    whole record; what had already arrived is written before the file is closed.
+    """
     if not settings.out:
         raise RecordingError("no output file given (--out)")
-    t0 = time.monotonic()
-    end = None if settings.duration_s is None else t0 + settings.duration_s
-    with RawSubscriber(settings.endpoints, settings.topics, hwm=settings.hwm,
-                       context=context, name="record") as sub, \
-            RecordingWriter(settings.out, overwrite=settings.overwrite,
-                            fsync_s=settings.fsync_s) as writer:
+    summary: dict[str, Any] = {}
+    with ProcessRun("record", settings.stats_out, stats=lambda: summary,
+                    stop=stop or StopSignals(raise_stop=False)) as run:
+        end = None if settings.duration_s is None else run.started + settings.duration_s
+        sub = run.own(RawSubscriber(settings.endpoints, settings.topics, hwm=settings.hwm,
+                                    context=sockets.context, name="record"))
+        writer = run.own(RecordingWriter(settings.out, overwrite=settings.overwrite,
+                                         fsync_s=settings.fsync_s))
         log.info("recording %s from %s to %s", ",".join(settings.topics),
                  " ".join(settings.endpoints), settings.out)
-        while not stop():
+        while not run.stopping:
             left = 0.1 if end is None else min(0.1, end - time.monotonic())
             if left <= 0:
                 break
@@ -128,40 +115,47 @@ def record(settings: RecordSettings, *, should_stop: Callable[[], bool] | None =
                 break
             writer.write(got[0], got[1], got[2])
         stats = sub.stats.as_dict()
-    return {"out": settings.out, "messages": dict(writer.per_topic), "total": writer.count,
-            "bytes": writer.bytes_written, "elapsed_s": time.monotonic() - t0,
-            "dropped": stats["dropped"], "total_dropped": stats["total_dropped"],
-            "bad": stats["bad"]}
+        run.counts = dict(writer.per_topic)
+        summary.update({"out": settings.out, "messages": dict(writer.per_topic),
+                        "total": writer.count, "bytes": writer.bytes_written,
+                        "elapsed_s": time.monotonic() - run.started,
+                        "dropped": stats["dropped"], "total_dropped": stats["total_dropped"],
+                        "bad": stats["bad"]})
+    return summary
 
 
-def replay(settings: ReplaySettings, *, should_stop: Callable[[], bool] | None = None,
-           context: zmq.Context | None = None) -> dict[str, Any]:
+def replay(settings: ReplaySettings, *, sockets: Sockets = Sockets(),
+           stop: StopSignals | None = None) -> dict[str, Any]:
     """Publish ``settings.recording`` on ``settings.to``; return a summary."""
-    stop = should_stop or (lambda: False)
     if not settings.recording:
         raise RecordingError("no recording given")
-    with RecordingReader(settings.recording) as reader, \
-            Publisher(settings.to, settings.source, hwm=settings.hwm, context=context) as pub:
+    summary: dict[str, Any] = {"recording": settings.recording, "to": settings.to}
+    with ProcessRun("replay", settings.stats_out, stats=lambda: summary,
+                    stop=stop or StopSignals(raise_stop=False)) as run:
+        reader = run.own(RecordingReader(settings.recording))
+        pub = run.own(sockets.publisher(settings.to, settings.source, hwm=settings.hwm))
         topics = settings.topics or reader.topics
         if settings.wait_subscribers:
             want = {t: settings.wait_subscribers for t in topics}
             deadline = time.monotonic() + settings.wait_timeout_s
             while not pub.wait_for_subscribers(want, 0.1):
-                if stop():
-                    return {"recording": settings.recording, "to": settings.to,
-                            **ReplayStats(stopped=True).as_dict()}
+                if run.stopping:
+                    summary.update(ReplayStats(stopped=True).as_dict())
+                    return summary
                 if time.monotonic() > deadline:
                     raise StreamError(f"fewer than {settings.wait_subscribers} subscriber(s) "
                                       f"on {pub.address} after {settings.wait_timeout_s} s")
         log.info("replaying %d messages (%s) from %s on %s", len(reader.select(topics)),
                  ",".join(topics), settings.recording, pub.address)
-        replayer = Replayer(settings, pub.send, idle=pub.heartbeat_if_due, should_stop=stop)
-        stats = replayer.run(reader).as_dict()
+        replayer = Replayer(settings, pub.send, idle=pub.heartbeat_if_due,
+                            should_stop=lambda: run.stopping)
+        summary.update(replayer.run(reader).as_dict())
+        run.counts = dict(summary.get("sent", {}))
         end = time.monotonic() + settings.linger_s
-        while not stop() and time.monotonic() < end:  # let queued messages leave
+        while not run.stopping and time.monotonic() < end:  # let queued messages leave
             pub.heartbeat_if_due()
             time.sleep(min(0.05, max(0.0, end - time.monotonic())))
-    return {"recording": settings.recording, "to": settings.to, **stats}
+    return summary
 
 
 # -- command line ---------------------------------------------------------------
@@ -169,10 +163,8 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _finish(summary: dict[str, Any], stats_out: str | None) -> None:
-    """Print a human summary (and write the JSON one to ``stats_out``)."""
-    if stats_out:
-        write_json_atomic(stats_out, summary)
+def _finish(summary: dict[str, Any]) -> None:
+    """Print a human summary (the JSON one went to ``stats_out``)."""
     if "out" in summary:
         print(f"recorded {summary['total']} messages, {summary['bytes'] / 1e6:.1f} MB, "
               f"{summary['elapsed_s']:.1f} s -> {summary['out']}")
@@ -205,12 +197,11 @@ def run_record(args: argparse.Namespace) -> int:
         settings = load_settings(RecordSettings, args.config, "record", overrides)
     except ConfigError as exc:
         return _fail("record", exc, 2)
-    with stop_on_signals() as stopped:
-        try:
-            summary = record(settings, should_stop=stopped)
-        except (RecordingError, StreamError) as exc:
-            return _fail("record", exc, 1)
-    _finish(summary, settings.stats_out)
+    try:
+        summary = record(settings)
+    except (RecordingError, StreamError) as exc:
+        return _fail("record", exc, 1)
+    _finish(summary)
     return 0
 
 
@@ -228,12 +219,11 @@ def run_replay(args: argparse.Namespace) -> int:
         settings = load_settings(ReplaySettings, args.config, "replay", overrides)
     except ConfigError as exc:
         return _fail("replay", exc, 2)
-    with stop_on_signals() as stopped:
-        try:
-            summary = replay(settings, should_stop=stopped)
-        except (RecordingError, StreamError) as exc:
-            return _fail("replay", exc, 1)
-    _finish(summary, settings.stats_out)
+    try:
+        summary = replay(settings)
+    except (RecordingError, StreamError) as exc:
+        return _fail("replay", exc, 1)
+    _finish(summary)
     return 0
 
 

@@ -18,6 +18,7 @@ the bytes it ignored. Records are read by seeking; the file is never loaded.
 
 from __future__ import annotations
 
+from cortexcast.core.errors import CortexcastError
 import contextlib
 import itertools
 import logging
@@ -57,7 +58,7 @@ INDEX_DTYPE = np.dtype([
 ])
 
 
-class RecordingError(RuntimeError):
+class RecordingError(CortexcastError, RuntimeError):
     """A recording cannot be written or read (exists, not a recording, corrupt record)."""
 
 

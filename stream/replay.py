@@ -3,7 +3,7 @@
 The logic is socket-free: :class:`Replayer` reads a
 :class:`~cortexcast.stream.recording.RecordingReader` and hands each message to a
 ``send`` callable (``Publisher.send`` in the ``replay`` process, a list in
-tests). :class:`Pacer` schedules against absolute deadlines
+tests). :class:`~cortexcast.core.pacing.Pacer` schedules against absolute deadlines
 ``start + t_recorded / speed``, so sleeping late for one message never delays
 the next ones (no drift accumulates); its clock and sleep are injectable.
 """
@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from cortexcast.core.config import path_field
+from cortexcast.core.pacing import Pacer
 from cortexcast.stream.message import Message
 from cortexcast.stream.recording import RecordingReader
 
@@ -26,9 +28,11 @@ Clock = Literal["recv", "t_acq"]
 
 @dataclass(frozen=True)
 class ReplaySettings:
-    """Settings of the ``replay`` process (TOML table ``[replay]``)."""
+    """Settings of a replay: the ``replay`` process (table ``[replay]``) and the daq's
+    ``replay`` backend (table ``[daq.replay]``; ``[daq] recording`` / ``replay_paced`` are
+    its shorthand). The backend uses recording, speed, fast, clock, loop and topics."""
 
-    recording: str = ""
+    recording: str = path_field("")
     """Recording file to replay (the command's FILE argument wins)."""
     to: str = "tcp://127.0.0.1:5555"
     """Endpoint to bind and publish on."""
@@ -55,7 +59,7 @@ class ReplaySettings:
     shift_stamps: bool = False
     """Shift each message's recorded stamps so its last one is now (keeps latencies
     downstream meaningful); off: stamps are re-sent exactly as recorded."""
-    stats_out: str | None = None
+    stats_out: str | None = path_field(None)
     """Write a JSON of the replay's counters here on exit."""
 
     def __post_init__(self) -> None:
@@ -65,48 +69,6 @@ class ReplaySettings:
             raise ValueError("wait_subscribers, wait_timeout_s and linger_s must be >= 0")
         if self.hwm < 1:
             raise ValueError(f"hwm must be >= 1, got {self.hwm}")
-
-
-class Pacer:
-    """Waits for absolute deadlines ``start + t / speed`` (``speed=None``: never waits).
-
-    Sleeps at most ``max_sleep_s`` at a time, calling ``idle`` (e.g. a
-    publisher's heartbeat) in between and giving up when ``should_stop()``.
-    """
-
-    def __init__(self, speed: float | None = 1.0, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, max_sleep_s: float = 0.05,
-                 idle: Callable[[], Any] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> None:
-        if speed is not None and not speed > 0:
-            raise ValueError(f"speed must be > 0 or None, got {speed}")
-        self.speed = speed
-        self._clock, self._sleep, self.max_sleep_s = clock, sleep, max_sleep_s
-        self._idle = idle or (lambda: None)
-        self._should_stop = should_stop or (lambda: False)
-        self._t0: float | None = None
-        self.max_late_s = 0.0
-        """Largest delay (s) between a deadline and the return of :meth:`wait`."""
-
-    def start(self) -> None:
-        """Make now the time of recorded time 0 (``wait`` calls it if needed)."""
-        self._t0 = self._clock()
-
-    def wait(self, t: float) -> bool:
-        """Wait until recorded time ``t`` (s since recorded time 0); False if stopped."""
-        if self._t0 is None:
-            self.start()
-        if self.speed is None:
-            return not self._should_stop()
-        deadline = self._t0 + t / self.speed  # type: ignore[operator]
-        while not self._should_stop():
-            left = deadline - self._clock()
-            if left <= 0:
-                self.max_late_s = max(self.max_late_s, -left)
-                return True
-            self._sleep(min(left, self.max_sleep_s))
-            self._idle()
-        return False
 
 
 def timeline(reader: RecordingReader, indices: np.ndarray, clock: Clock = "recv") -> np.ndarray:

@@ -45,3 +45,12 @@ def test_services_connect_by_service_name() -> None:
     services = _compose()["services"]
     assert "tcp://daq:5555" in services["decoder"]["command"]
     assert "tcp://decoder:5556" in services["display"]["command"]
+
+
+def test_dockerfile_copies_what_pip_install_needs() -> None:
+    """`pip install .` in the image needs setup.py (the folder -> cortexcast.* mapping)."""
+    text = (REPO / "Dockerfile").read_text()
+    copied = {word.rstrip("/") for line in text.splitlines() if line.startswith("COPY ")
+              for word in line.split()[1:-1]}
+    assert {"pyproject.toml", "setup.py", "README.md", "cortexcast", "stream", "daq", "decoder",
+            "display"} <= copied

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cortexcast.core.config import ConfigError, load_settings
+from cortexcast.core.config import ConfigError, load_settings, path_field
 from cortexcast.core.tomlwrite import dumps
 
 
@@ -90,8 +90,8 @@ def test_written_toml_loads_back(tmp_path: Path) -> None:
 def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     @dataclass(frozen=True)
     class WithPaths:
-        rois: str = ""
-        model: str = "bundled"
+        rois: str = path_field("")
+        model: str = path_field("bundled")
         name: str = ""
 
     sub = tmp_path / "run"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from cortexcast.core.runtime import HeldStop, Stop, ignore_stop_signals
+from cortexcast.core.runtime import StopSignals as HeldStop, Stop, ignore_stop_signals
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ from cortexcast.daq.serial_sync.settings import SerialSettings
 from cortexcast.daq.serial_sync.source import SerialSyncSource
 from cortexcast.daq.serial_sync.standin import PtyDevice
 from cortexcast.core.events import ImagingFrame, StimulusFrame, SyncEvent
-from cortexcast.daq.source import AcquisitionError
+from cortexcast.daq.source import AcquisitionError, AcquisitionSource
 
 
-class ListSource:
+class ListSource(AcquisitionSource):
     """A source that yields given events, then: ends ("end"), waits until closed ("block",
     like a sync source), or streams more frames every 5 ms forever ("stream", like a live
     frame source); ``go`` holds it back until set."""

@@ -16,7 +16,8 @@ from cortexcast.stream.message import Message
 from cortexcast.stream.pubsub import Subscriber
 from cortexcast.stream.record_cli import RecordSettings, replay
 from cortexcast.stream.recording import RecordingReader, RecordingWriter
-from cortexcast.stream.replay import Pacer, Replayer, ReplaySettings, loop_period, shift_stamps, timeline
+from cortexcast.core.pacing import Pacer
+from cortexcast.stream.replay import Replayer, ReplaySettings, loop_period, shift_stamps, timeline
 
 ROOT = Path(__file__).resolve().parents[1]
 T0_NS = 7_000_000_000

@@ -7,7 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from cortexcast.daq.replay_source import ReplaySource, ReplaySourceSettings, message_to_event
+from cortexcast.core.message import MessageError
+from cortexcast.daq.replay_source import ReplaySource, message_to_event
+from cortexcast.stream.replay import ReplaySettings
 from cortexcast.core.events import ImagingFrame, StimulusFrame, SyncEvent
 from cortexcast.daq.source import AcquisitionError, AcquisitionSource
 from cortexcast.stream.message import Message
@@ -78,7 +80,7 @@ def test_message_to_event_maps_every_field():
     assert isinstance(e, StimulusFrame)
     assert (e.index, e.t, e.clip, e.clip_frame, e.pixels.shape) == (10, -0.01, "pan", 0, (36, 64))
     assert message_to_event(msgs[-1]) is None
-    with pytest.raises(KeyError):
+    with pytest.raises(MessageError):
         message_to_event(Message("frames", "frame", 0, "daq", 0.0, (frame.arrays[0],)))
 
 
@@ -118,8 +120,7 @@ def test_paced_replay_keeps_the_recorded_rhythm(recording, clock_kind):
 
 def test_loop_keeps_indices_and_times_increasing_until_closed(recording):
     path, _ = recording
-    source = ReplaySource.from_settings(ReplaySourceSettings(recording=str(path), paced=False,
-                                                             loop=True))
+    source = ReplaySource.from_settings(ReplaySettings(recording=str(path), fast=True, loop=True))
     with source:
         stream = source.events()
         events = list(itertools.islice(stream, 40))  # > 2 passes of 16

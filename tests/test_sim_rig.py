@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from cortexcast.core.config import ConfigError, settings_from_table
-from cortexcast.daq.sim.rig import Pacer, SimulatedRig
+from cortexcast.core.pacing import FramePacer
+from cortexcast.daq.sim.rig import SimulatedRig
 from cortexcast.daq.sim.settings import SimSettings
 from cortexcast.core.events import ImagingFrame, StimulusFrame, SyncEvent
 from cortexcast.daq.source import AcquisitionSource
@@ -163,7 +164,7 @@ def test_pacer_deadlines_are_absolute():
         slept.append(s)
         now[0] += int(s * 1e9)
 
-    p = Pacer(30.0, clock=lambda: now[0], sleep=sleep)
+    p = FramePacer(30.0, clock=lambda: now[0], sleep=sleep)
     period = 1e9 / 30
     assert p.wait(0) == 1_000_000_000 + round(period)
     now[0] += int(0.1e9)  # frame 1 is computed 100 ms late ...
@@ -179,7 +180,7 @@ def test_pacer_deadlines_are_absolute():
 
 def test_pacer_rests_into_the_period_but_not_past_what_compute_needs():
     now = [0]
-    p = Pacer(30.0, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + int(s * 1e9)))
+    p = FramePacer(30.0, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + int(s * 1e9)))
     period = 1e9 / 30
     now[0] = p.due(0) + 1_000_000  # frame 0 went out 1 ms ago
     p.rest(1, compute_ns=5e6)  # computing takes 5 ms: start 30 % into the period

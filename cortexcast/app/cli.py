@@ -12,27 +12,27 @@ import logging
 import sys
 from typing import Callable, Sequence
 
-#: (module, register function) for every subcommand, in --help order.
-SUBCOMMANDS: list[tuple[str, str]] = [
-    ("cortexcast.app.launcher", "register_demo"),
-    ("cortexcast.app.launcher", "register_up"),
-    ("cortexcast.app.process_commands", "register_daq"),
-    ("cortexcast.app.process_commands", "register_decoder"),
-    ("cortexcast.display.cli", "register"),
-    ("cortexcast.stream.record_cli", "register_record"),
-    ("cortexcast.stream.record_cli", "register_replay"),
-    ("cortexcast.app.simulate", "register"),
-    ("cortexcast.app.offline_commands", "register_train"),
-    ("cortexcast.app.offline_commands", "register_evaluate"),
-    ("cortexcast.app.offline_commands", "register_reconstruct"),
-    ("cortexcast.app.bench", "register"),
-    ("cortexcast.decoder.closed_loop.cli", "register"),
-    ("cortexcast.app.doctor", "register"),
-]
+def subcommands() -> list[str]:
+    """``module:function`` registering each subcommand, in --help order.
+
+    The processes' own subcommands come from the process registry.
+    """
+    from cortexcast.app.registry import PROCESSES
+
+    proc = {name: spec.command for name, spec in PROCESSES.items()}
+    return [
+        "cortexcast.app.launcher:register_demo", "cortexcast.app.launcher:register_up",
+        proc["daq"], proc["decoder"], proc["display"], proc["record"], proc["replay"],
+        "cortexcast.app.simulate:register",
+        "cortexcast.app.offline_commands:register_train",
+        "cortexcast.app.offline_commands:register_evaluate",
+        "cortexcast.app.offline_commands:register_reconstruct",
+        "cortexcast.app.bench:register", proc["loop"], "cortexcast.app.doctor:register",
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import importlib
+    from cortexcast.app.registry import load_attr
 
     parser = argparse.ArgumentParser(
         prog="cortexcast",
@@ -41,28 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", type=str.upper,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module, name in SUBCOMMANDS:
-        register: Callable[[argparse._SubParsersAction], None] = getattr(
-            importlib.import_module(module), name)
+    for ref in subcommands():
+        register: Callable[[argparse._SubParsersAction], None] = load_attr(ref)
         register(sub)
     return parser
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean 'the user's input is wrong': printed, not traced."""
-    from cortexcast.core.config import ConfigError
-    from cortexcast.daq.source import AcquisitionError
-    from cortexcast.core.rois import ROIError
-    from cortexcast.stream.pubsub import StreamError
+    from cortexcast.core.errors import CortexcastError
 
-    errors: list[type[BaseException]] = [ConfigError, AcquisitionError, ROIError, StreamError,
-                                         OSError]
-    for module, name in (("cortexcast.decoder.live.model_card", "ModelError"), ("cortexcast.decoder.offline.dataset", "DatasetError")):
-        try:
-            errors.append(getattr(__import__(module, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
+    return (CortexcastError, OSError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

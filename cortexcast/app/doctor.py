@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cortexcast.app.registry import STACK_PROCESSES, process
 from cortexcast.app.rig_checks import (
     Check, RigFacts, Status, check_frames, check_ni, check_ports, check_scanimage, check_serial,
 )
@@ -34,7 +35,7 @@ __all__ = ["Check", "RigFacts", "check_scanimage", "format_report", "run_checks"
 # -- the config -------------------------------------------------------------------------
 
 def check_config(path: Path) -> tuple[list[Check], RigFacts]:
-    from cortexcast.core.config import ConfigError, load_settings, load_toml
+    from cortexcast.core.config import ConfigError, load_toml
 
     try:
         raw = load_toml(path)
@@ -45,8 +46,7 @@ def check_config(path: Path) -> tuple[list[Check], RigFacts]:
     facts = RigFacts(raw, {})
     checks: list[Check] = []
     fix = "correct the key named (every key and type is checked; see README 'A rig config')"
-    classes = _process_classes()
-    names = [n for n in classes if n in raw]
+    names = [n for n in STACK_PROCESSES if n in raw]
     if "stack" in raw:  # the whole-file rules `up` applies: [stack], unknown tables, ...
         from cortexcast.app.launcher import validate_stack
 
@@ -57,8 +57,8 @@ def check_config(path: Path) -> tuple[list[Check], RigFacts]:
             checks.append(Check("config", "FAIL", str(exc), fix))
     for name in names:  # each table on its own, so one bad table leaves the others checked
         try:
-            facts.settings[name] = (_loop_settings(path) if name == "loop" else
-                                    load_settings(classes[name], path, name))
+            # check_loop reports each rule's files itself
+            facts.settings[name] = process(name).load(path, check_files=False)
         except (ConfigError, ValueError) as exc:
             if not any(c.detail == str(exc) for c in checks):
                 checks.append(Check("config", "FAIL", str(exc), fix))
@@ -66,22 +66,6 @@ def check_config(path: Path) -> tuple[list[Check], RigFacts]:
         tables = ", ".join(f"[{n}]" for n in names) or "no process tables"
         checks.append(Check("config", "OK", f"{path} validates: {tables}"))
     return checks, facts
-
-
-def _process_classes() -> dict[str, Any]:
-    from cortexcast.daq.process import DaqSettings
-    from cortexcast.decoder.live.process import DecoderSettings
-    from cortexcast.display.settings import DisplaySettings
-    from cortexcast.stream.record_cli import RecordSettings
-
-    return {"daq": DaqSettings, "decoder": DecoderSettings, "display": DisplaySettings,
-            "record": RecordSettings, "loop": None}
-
-
-def _loop_settings(path: Path) -> Any:
-    from cortexcast.decoder.closed_loop.cli import loop_settings
-
-    return loop_settings(str(path), check_files=False)  # check_loop reports each rule
 
 
 # -- ROIs, model, loop ----------------------------------------------------------------------

@@ -16,18 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cortexcast.core.config import ConfigError, load_settings, load_toml
+from cortexcast.core.config import ConfigError, load_settings, load_toml, path_field
+from cortexcast.app.registry import PROCESSES, STACK_PROCESSES, process
 from cortexcast.app.status import StatusBoard, print_summary
 from cortexcast.app.supervisor import Supervisor
 
-KNOWN_PROCESSES = ("display", "decoder", "daq", "record", "loop")
+#: The processes [stack] may name (cortexcast.app.registry).
+KNOWN_PROCESSES = STACK_PROCESSES
 
 
 @dataclass(frozen=True)
 class StackSettings:
     processes: tuple[str, ...] = ("display", "decoder", "daq")
     """Processes to start, in this order (each reads its own table of the same file)."""
-    run_dir: str = ""
+    run_dir: str = path_field("")
     """Folder for logs and per-process stats (default runs/<time>)."""
     status_interval_s: float = 1.0
     """How often the status line is refreshed (s)."""
@@ -44,27 +46,12 @@ class StackSettings:
 
 def validate_stack(config: Path) -> tuple[StackSettings, dict[str, Any]]:
     """Load [stack] and every named process's table; raise ConfigError on any fault."""
-    from cortexcast.daq.process import DaqSettings
-    from cortexcast.decoder.live.process import DecoderSettings
-    from cortexcast.display.settings import DisplaySettings
-
     data = load_toml(config)
-    unknown = sorted(set(data) - {"stack", *KNOWN_PROCESSES, "replay"})
+    unknown = sorted(set(data) - {"stack", *PROCESSES})
     if unknown:
         raise ConfigError(f"{config}: unknown table [{unknown[0]}]")
     stack = load_settings(StackSettings, config, "stack")
-    classes: dict[str, type] = {"daq": DaqSettings, "decoder": DecoderSettings,
-                                "display": DisplaySettings}
-    loaded: dict[str, Any] = {}
-    for name in stack.processes:
-        if name == "loop":  # its rules' files resolve against the config's folder
-            from cortexcast.decoder.closed_loop.cli import loop_settings
-            loaded[name] = loop_settings(str(config))
-            continue
-        if name == "record":
-            from cortexcast.stream.record_cli import RecordSettings
-            classes["record"] = RecordSettings
-        loaded[name] = load_settings(classes[name], config, name)
+    loaded = {name: process(name).load(config) for name in stack.processes}
     if "record" in loaded and not loaded["record"].out:
         raise ConfigError(f"{config}: [record] out is required (the recording file to create)")
     return stack, loaded

@@ -1,7 +1,8 @@
 """Subcommands ``train``, ``evaluate`` and ``reconstruct``.
 
 Each ``register_*`` adds one subparser with ``set_defaults(func=run)``; the
-work is imported inside ``run``, and torch only by ``train``'s.
+work is imported inside ``run``, and torch only by ``train --method decoder`` and
+``reconstruct --method inversion`` (``train --method ridge`` runs without torch).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _train_extra(path: str | None) -> dict:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from cortexcast.decoder.training.train import DEFAULT_TIME_BUDGET_S, TrainSettings, pick_device, train
+    from cortexcast.decoder.training.common import DEFAULT_TIME_BUDGET_S, TrainSettings
 
     _logging("train")
     datas = list(args.data)
@@ -70,12 +71,16 @@ def run_train(args: argparse.Namespace) -> int:
                 more["ensemble"] = args.ensemble
             budget = (DEFAULT_TIME_BUDGET_S * len(datas) if args.time_budget is None
                       else args.time_budget or None)
+            if args.chunk_trials < 1:  # the flag is otherwise ignored (kept for compatibility)
+                raise ValueError(f"--chunk-trials must be >= 1, got {args.chunk_trials}")
             settings = TrainSettings(
                 data=datas[0], out=args.out, window=args.window, lag=args.lag,
                 epochs=args.epochs, time_budget_s=budget, seed=args.seed, device=args.device,
-                lr=args.lr, chunk_trials=args.chunk_trials, patience=args.patience,
-                behavior=not args.no_behavior,
+                lr=args.lr, patience=args.patience, behavior=not args.no_behavior,
                 val_tier=args.val_tier, progress=not args.no_progress, extra=extra, **more)
+            from cortexcast.decoder.training.device import pick_device  # imports torch
+            from cortexcast.decoder.training.train import train
+
             pick_device(settings.device)
             if len(datas) > 1:
                 from cortexcast.decoder.training.multi_mouse import train_mice
@@ -335,7 +340,8 @@ def _run_inversion(args: argparse.Namespace):
     """Parse the inversion settings (errors -> message, None) and run it."""
     from cortexcast.decoder.training.inversion.fit import FitSettings  # imports torch
     from cortexcast.decoder.training.inversion.invert import InversionSettings
-    from cortexcast.decoder.training.inversion.run import pick_device, reconstruct_inversion
+    from cortexcast.decoder.training.inversion.run import reconstruct_inversion
+    from cortexcast.decoder.training.device import pick_device
 
     try:
         pick_device(args.device)

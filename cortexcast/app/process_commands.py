@@ -3,46 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from cortexcast.core.config import load_settings, load_toml, resolve_paths, settings_from_table
-
-
-def _table(config: str | None, section: str) -> dict[str, Any]:
-    if not config:
-        return {}
-    raw = load_toml(config).get(section, {})
-    return resolve_paths(raw, config) if isinstance(raw, dict) else raw
-
-
-def _settings(cls: type, args: argparse.Namespace, section: str,
-              flat: dict[str, Any], nested: dict[str, dict[str, Any]] | None = None) -> Any:
-    """[section] of --config, then non-None flags on top (nested ones into sub-tables)."""
-    table = _table(args.config, section)
-    where = f"{args.config}: [{section}]" if args.config else section
-    if not isinstance(table, dict):
-        return load_settings(cls, args.config, section)  # raises the clear error
-    for key, value in flat.items():
-        if value is not None:
-            table[key] = value
-    for sub, values in (nested or {}).items():
-        chosen = {k: v for k, v in values.items() if v is not None}
-        if chosen:
-            table[sub] = {**dict(table.get(sub, {})), **chosen}
-    return settings_from_table(cls, table, where)
+from cortexcast.app.registry import process
 
 
 def daq_settings(args: argparse.Namespace):  # -> DaqSettings
-    from cortexcast.daq.process import DaqSettings
-
-    return _settings(
-        DaqSettings, args, "daq",
-        {"source": args.source, "publish": args.publish, "recording": args.recording,
-         "stats_out": args.stats_out,
-         "wait_for": tuple(args.wait_for.split(",")) if args.wait_for else None},
-        {"sim": {"n_neurons": args.neurons, "seed": args.seed, "mouse": args.mouse,
-                 "duration_s": args.duration, "paced": False if args.fast else None}},
-    )
+    return process("daq").load(args.config, {
+        "source": args.source, "publish": args.publish, "recording": args.recording,
+        "stats_out": args.stats_out,
+        "wait_for": tuple(args.wait_for.split(",")) if args.wait_for else None,
+        "sim": {"n_neurons": args.neurons, "seed": args.seed, "mouse": args.mouse,
+                "duration_s": args.duration, "paced": False if args.fast else None}})
 
 
 def _run_daq(args: argparse.Namespace) -> int:
@@ -54,15 +25,11 @@ def _run_daq(args: argparse.Namespace) -> int:
 
 
 def decoder_settings(args: argparse.Namespace):  # -> DecoderSettings
-    from cortexcast.decoder.live.process import DecoderSettings
-
-    return _settings(
-        DecoderSettings, args, "decoder",
-        {"frames_from": args.frames_from, "publish": args.publish, "rois": args.rois,
-         "model": args.model, "stats_out": args.stats_out,
-         "providers": tuple(args.providers.split(",")) if args.providers else None,
-         "threads": args.threads},
-    )
+    return process("decoder").load(args.config, {
+        "frames_from": args.frames_from, "publish": args.publish, "rois": args.rois,
+        "model": args.model, "stats_out": args.stats_out,
+        "providers": tuple(args.providers.split(",")) if args.providers else None,
+        "threads": args.threads})
 
 
 def _run_decoder(args: argparse.Namespace) -> int:

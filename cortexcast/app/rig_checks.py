@@ -179,12 +179,12 @@ def check_frames(facts: RigFacts, timeout_s: float) -> list[Check]:
     daq = facts.settings.get("daq")
     if daq is None:
         return []
-    source = cortexcast.daq.source
+    source = daq.source
     facts.frame_source = source
     if source == "sim":
-        facts.frame_shape = (cortexcast.daq.sim.frame_height, cortexcast.daq.sim.frame_width)
-        return [Check("frames", "OK", f"simulated rig: {cortexcast.daq.sim.frame_height}x"
-                      f"{cortexcast.daq.sim.frame_width} frames")]
+        facts.frame_shape = (daq.sim.frame_height, daq.sim.frame_width)
+        return [Check("frames", "OK", f"simulated rig: {daq.sim.frame_height}x"
+                      f"{daq.sim.frame_width} frames")]
     if source == "replay":
         ok = bool(daq.recording) and Path(daq.recording).exists()
         return [Check("frames", "OK" if ok else "FAIL", f"replay of {daq.recording}"
@@ -199,7 +199,7 @@ def check_frames(facts: RigFacts, timeout_s: float) -> list[Check]:
         return [Check("frames", "OK" if n else "WARN", f"TIFF folder {folder}: {n} .tif file(s)",
                       "" if n else "start a ScanImage acquisition with logging on")]
     if source in ("scanimage", "scanimage-bridge"):
-        table = cortexcast.daq.scanimage if source == "scanimage" else daq.bridge
+        table = daq.scanimage if source == "scanimage" else daq.bridge
         return check_scanimage(facts, table.endpoint, source, getattr(table, "channel", 1),
                                timeout_s)
     return [Check("frames", "WARN", f"frame source {source!r}: the doctor cannot check it yet")]

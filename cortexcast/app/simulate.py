@@ -31,6 +31,8 @@ from typing import Callable
 
 import numpy as np
 
+from cortexcast.decoder.offline.sensorium_writer import SensoriumWriter
+
 WRITTEN = ("data", "meta", "rois.npz", "eval_mask.npy", "sim.json")
 
 
@@ -98,14 +100,11 @@ class _Stats:
         self.s[key] = self.s.get(key, 0.0) + s
         self.ss[key] = self.ss.get(key, 0.0) + ss
 
-    def write(self, root: Path) -> None:
+    def write(self, writer: SensoriumWriter) -> None:
         for key in self.n:
             mean = self.s[key] / self.n[key]
             std = np.sqrt(np.maximum(self.ss[key] / self.n[key] - mean * mean, 0.0))
-            d = root / "meta" / "statistics" / key / "all"
-            d.mkdir(parents=True, exist_ok=True)
-            np.save(d / "mean.npy", np.asarray(mean, np.float32))
-            np.save(d / "std.npy", np.asarray(std, np.float32))
+            writer.statistics(key, mean, std)
 
 
 def write_dataset(out: str | Path, settings, plan: DatasetPlan = DatasetPlan(),
@@ -136,8 +135,7 @@ def write_dataset(out: str | Path, settings, plan: DatasetPlan = DatasetPlan(),
     extractor = ActivityExtractor(rois, settings.imaging_rate_hz)
     n, T = rig.n_neurons, plan.frames
 
-    for sub in ("videos", "responses", "behavior", "pupil_center"):
-        (root / "data" / sub).mkdir(parents=True, exist_ok=True)
+    writer = SensoriumWriter(root)
     stats = _Stats()
 
     cur = 0  # trial being filled (presentation position)
@@ -161,10 +159,7 @@ def write_dataset(out: str | Path, settings, plan: DatasetPlan = DatasetPlan(),
                 resp[:, f], beh[:, f], eye[:, f] = prev
         video = np.ascontiguousarray(clip.transpose(1, 2, 0), dtype=np.float32)
         tid = int(ids[pos])
-        np.save(root / "data" / "videos" / f"{tid}.npy", video)
-        np.save(root / "data" / "responses" / f"{tid}.npy", resp)
-        np.save(root / "data" / "behavior" / f"{tid}.npy", beh)
-        np.save(root / "data" / "pupil_center" / f"{tid}.npy", eye)
+        writer.trial(tid, video, resp, beh, eye)
         if tier == "train":
             stats.add("responses", resp, axis=1)
             stats.add("videos", video, axis=None)
@@ -217,17 +212,11 @@ def write_dataset(out: str | Path, settings, plan: DatasetPlan = DatasetPlan(),
         tiers[ids[pos]] = tier
         clip_ids[ids[pos]] = cid
         images[ids[pos]] = "+".join(names)
-    (root / "meta" / "trials").mkdir(parents=True, exist_ok=True)
-    np.save(root / "meta" / "trials" / "tiers.npy", tiers)
-    np.save(root / "meta" / "trials" / "clip_ids.npy", clip_ids)
-    np.save(root / "meta" / "trials" / "images.npy", images)
-    (root / "meta" / "neurons").mkdir(parents=True, exist_ok=True)
-    np.save(root / "meta" / "neurons" / "unit_ids.npy", np.arange(n, dtype=np.int64))
-    np.save(root / "meta" / "neurons" / "cell_motor_coordinates.npy",
-            rig.layout.coords_um.astype(np.float32))
-    stats.write(root)
+    writer.trials_meta(tiers, clip_ids=clip_ids, images=images)
+    writer.neurons(np.arange(n, dtype=np.int64), rig.layout.coords_um.astype(np.float32))
+    stats.write(writer)
     save_rois(root / "rois.npz", rois)
-    np.save(root / "eval_mask.npy", rig.eval_mask())
+    writer.eval_mask(rig.eval_mask())
     (root / "sim.json").write_text(json.dumps(dataclasses.asdict(settings), indent=2) + "\n")
     elapsed = time.perf_counter() - started
     summary = {"trials": n_trials, "neurons": n, "frames_per_trial": T,

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +21,7 @@ from typing import Any, Callable
 
 import psutil
 
-#: Processes that accept --stats-out.
-_WITH_STATS = {"daq", "decoder", "display", "record", "loop"}
-#: Stop order: producers first so consumers can drain.
-_STOP_ORDER = ["daq", "replay", "decoder", "display", "loop", "record"]
+from cortexcast.app.registry import process, stop_order
 
 
 @dataclass
@@ -110,10 +106,7 @@ class Supervisor:
         for name in self.processes:
             stats = self.run_dir / f"{name}.json"
             stats.unlink(missing_ok=True)
-            cmd = [sys.executable, "-m", "cortexcast", name, "--config", str(self.config)]
-            if name in _WITH_STATS:
-                cmd += ["--stats-out", str(stats)]
-            cmd += self.extra_args.get(name, [])
+            cmd = process(name).argv(self.config, stats) + self.extra_args.get(name, [])
             log_path = self.run_dir / f"{name}.log"
             with log_path.open("w") as log:
                 popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -157,9 +150,7 @@ class Supervisor:
         """
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan
         try:
-            order = sorted(self.children, key=lambda n: _STOP_ORDER.index(n)
-                           if n in _STOP_ORDER else len(_STOP_ORDER))
-            for i, name in enumerate(order):
+            for i, name in enumerate(stop_order(list(self.children))):
                 child = self.children[name]
                 child.sample()
                 if i > 0:

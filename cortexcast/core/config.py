@@ -9,6 +9,7 @@ Nested dataclasses map to sub-tables (``[daq.sim]``).
 
 from __future__ import annotations
 
+from cortexcast.core.errors import CortexcastError
 import dataclasses
 import sys
 import types
@@ -24,7 +25,7 @@ else:  # pragma: no cover
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(CortexcastError, ValueError):
     """A config file or value is wrong; the message names the file and the key."""
 
 
@@ -114,45 +115,103 @@ def settings_from_table(cls: type[T], table: dict[str, Any], where: str = "confi
     return _build(cls, table, where)
 
 
-#: Keys whose string values are file paths: relative ones in a config file are taken
-#: relative to that file's folder (so a run folder can be moved and `up` run from anywhere).
-PATH_KEYS = frozenset({"rois", "model", "recording", "eval_mask", "out", "save", "stats_out",
-                       "run_dir", "reference", "session_stats", "clip_library", "log_file",
-                       "log", "target", "mask", "folder"})
+def path_field(default: Any = "", **kwargs: Any) -> Any:
+    """A settings field that holds a file path (``rois: str = path_field("")``).
+
+    In a config file a relative path is taken relative to that file's folder, so a run
+    folder can be moved and ``up`` run from anywhere; a path given as a flag stays
+    relative to the working directory. ``"bundled"`` and URLs (``x://...``) are kept.
+    """
+    return dataclasses.field(default=default, metadata={**kwargs.pop("metadata", {}),
+                                                        "path": True}, **kwargs)
 
 
-def resolve_paths(table: dict[str, Any], config_path: str | Path) -> dict[str, Any]:
-    """A copy of ``table`` with relative PATH_KEYS values made relative to the config's folder.
+def _nested_dataclass(hint: Any) -> Any:
+    """The settings dataclass a field's type holds (itself, in a tuple or Optional), or None."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    for arg in typing.get_args(hint):
+        found = _nested_dataclass(arg)
+        if found is not None:
+            return found
+    return None
 
-    Sub-tables (``[decoder.motion]``, ``[daq.tiff]``, ...) are resolved the same way.
+
+def _resolve_path(value: Any, base: Path) -> Any:
+    if isinstance(value, str) and value and value != "bundled" \
+            and not Path(value).is_absolute() and "://" not in value:
+        return str(base / value)
+    return value
+
+
+def resolve_paths(cls: type, table: dict[str, Any], config_path: str | Path) -> dict[str, Any]:
+    """A copy of ``table`` with its relative path fields made relative to the config's folder.
+
+    Which keys are paths is read from ``cls`` (:func:`path_field`); sub-tables
+    (``[daq.tiff]``) and arrays of tables (``[[loop.rules]]``) follow their own dataclass.
+    Keys ``cls`` does not know are left for :func:`settings_from_table` to report.
     """
     base = Path(config_path).resolve().parent
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
     out = dict(table)
     for key, value in table.items():
-        if isinstance(value, dict):
-            out[key] = resolve_paths(value, config_path)
-        elif key in PATH_KEYS and isinstance(value, str) and value and value != "bundled" \
-                and not Path(value).is_absolute() and "://" not in value:
-            out[key] = str(base / value)
+        f = fields.get(key)
+        if f is None:
+            continue
+        if f.metadata.get("path"):
+            out[key] = _resolve_path(value, base)
+            continue
+        sub = _nested_dataclass(hints[key])
+        if sub is not None and isinstance(value, dict):
+            out[key] = resolve_paths(sub, value, config_path)
+        elif sub is not None and isinstance(value, list):
+            out[key] = [resolve_paths(sub, v, config_path) if isinstance(v, dict) else v
+                        for v in value]
     return out
+
+
+def merge_overrides(table: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """``table`` with the values of ``overrides`` that are not None on top.
+
+    A dict value overrides keys of the sub-table (``{"sim": {"seed": 3}}`` changes
+    ``[daq.sim] seed`` only); one whose values are all None changes nothing.
+    """
+    out = dict(table)
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict):
+            inner = out.get(key)
+            merged = merge_overrides(inner if isinstance(inner, dict) else {}, value)
+            if merged != (inner if isinstance(inner, dict) else {}):
+                out[key] = merged
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def load_table(path: str | Path, section: str) -> dict[str, Any]:
+    """The raw ``[section]`` table of ``path`` ({} when absent); ConfigError if not a table.
+
+    A dotted section (``daq.sim``) names a sub-table.
+    """
+    raw: Any = load_toml(path)
+    for part in section.split("."):
+        raw = raw.get(part, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
+    return raw
 
 
 def load_settings(cls: type[T], path: str | Path | None, section: str,
                   overrides: dict[str, Any] | None = None) -> T:
-    """Load ``[section]`` of ``path`` (missing file -> defaults) into ``cls``.
+    """Load ``[section]`` of ``path`` (no file -> defaults) into ``cls``: the one loader.
 
-    ``overrides`` (from command-line flags) win over the file.
+    Relative path fields of the file resolve against its folder; ``overrides`` (from
+    command-line flags; None = not given, dicts go into sub-tables) win over the file.
     """
     table: dict[str, Any] = {}
     where = section
     if path is not None:
-        data = load_toml(path)
         where = f"{path}: [{section}]"
-        raw = data.get(section, {})
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: [{section}] must be a table")
-        table = resolve_paths(raw, path)
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            table[key] = value
-    return settings_from_table(cls, table, where)
+        table = resolve_paths(cls, load_table(path, section), path)
+    return settings_from_table(cls, merge_overrides(table, overrides), where)

@@ -19,6 +19,7 @@ and CaImAn plug in by producing an ``ROISet`` (see :func:`from_pixel_lists` and
 
 from __future__ import annotations
 
+from cortexcast.core.errors import CortexcastError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -29,7 +30,7 @@ import scipy.sparse as sp
 FORMAT = "cortexcast-rois-1"
 
 
-class ROIError(ValueError):
+class ROIError(CortexcastError, ValueError):
     """An ROI file is missing, malformed, or does not fit the frames."""
 
 

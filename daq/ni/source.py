@@ -21,13 +21,13 @@ from cortexcast.daq.ni.settings import NiSettings
 from cortexcast.daq.ni.sync_builder import NiSyncBuilder
 from cortexcast.daq.ni.task import DaqOverflow, NiAnalogInput, map_daq_error
 from cortexcast.core.events import SyncEvent
-from cortexcast.daq.source import AcquisitionError
+from cortexcast.daq.source import AcquisitionError, AcquisitionSource
 
 log = logging.getLogger(__name__)
 _STOP = object()
 
 
-class NiSyncSource:
+class NiSyncSource(AcquisitionSource):
     """Sync events from an NI DAQ (context manager; ``events()`` until ``close()``)."""
 
     def __init__(self, settings: NiSettings, *, task_factory: Callable[[], Any] | None = None,
@@ -64,9 +64,6 @@ class NiSyncSource:
         self._closed = False
         self._start_task()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         """Stop the task and end :meth:`events` (idempotent, callable from another thread)."""

@@ -18,6 +18,7 @@ restart at the first number (a new GRAB / LOOP) continues the index where it was
 
 from __future__ import annotations
 
+from cortexcast.core.errors import CortexcastError
 import logging
 import time
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 Int16Mode = Literal["clip", "offset"]
 
 
-class FrameFormatError(ValueError):
+class FrameFormatError(CortexcastError, ValueError):
     """A frame message or page does not have the layout it should; the text says how.
 
     ``kind`` names the fault in one word (counted per kind by the sources).

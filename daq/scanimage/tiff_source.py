@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
 
+from cortexcast.core.config import path_field
 from cortexcast.daq.scanimage.frames import (FrameFormatError, FrameNumbers, FrameSourceSettings,
                                   IdleClock, to_uint16)
 from cortexcast.daq.scanimage.tiff_reader import GrowingTiff
 from cortexcast.core.events import ImagingFrame
-from cortexcast.daq.source import AcquisitionError
+from cortexcast.daq.source import AcquisitionError, AcquisitionSource
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ FILE_NAME = re.compile(r"^(?P<stem>.+?)_(?P<acq>\d{5})(?:_(?P<file>\d{5}))?\.tif
 class TiffSettings(FrameSourceSettings):
     """Following ScanImage's TIFF files (table [daq.tiff])."""
 
-    folder: str = ""
+    folder: str = path_field("")
     """The folder ScanImage logs to (hSI.hScan2D.logFilePath); an absolute path."""
     stem: str = ""
     """ScanImage's file stem (hSI.hScan2D.logFileStem); "" = any, if only one is there."""
@@ -100,7 +101,7 @@ def scanimage_files(folder: Path, stem: str = "") -> list[tuple[tuple[int, int],
     return sorted(found)
 
 
-class TiffFollower:
+class TiffFollower(AcquisitionSource):
     """An :class:`~cortexcast.daq.source.AcquisitionSource` publishing the frames ScanImage logs to TIFF."""
 
     def __init__(self, settings: TiffSettings) -> None:
@@ -130,9 +131,6 @@ class TiffFollower:
                 self._skip_to_end()
         self._closed = False
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def stop(self) -> None:
         """Make :meth:`events` return within one poll; safe from any thread (touches no

@@ -22,7 +22,7 @@ from cortexcast.daq.scanimage.frames import (FrameFormatError, FrameNumbers, Fra
                                   IdleClock, to_uint16)
 from cortexcast.daq.scanimage.messages import ParsedFrame, parse_bridge_message, parse_scanimage_message
 from cortexcast.core.events import ImagingFrame
-from cortexcast.daq.source import AcquisitionError
+from cortexcast.daq.source import AcquisitionError, AcquisitionSource
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def _check_endpoint(endpoint: str, hwm: int) -> None:
         raise ValueError(f"hwm must be >= 1, got {hwm}")
 
 
-class ZmqFrameSource:
+class ZmqFrameSource(AcquisitionSource):
     """Subscribes to ``endpoint`` and yields the frames ``parse`` finds in its messages."""
 
     def __init__(self, settings: ScanImageStreamSettings | BridgeSettings, name: str,
@@ -80,9 +80,6 @@ class ZmqFrameSource:
         self._ctx = zmq.Context()
         self._closed = False
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def stop(self) -> None:
         """Make :meth:`events` return within one poll; safe from any thread (touches no

@@ -21,13 +21,14 @@ from cortexcast.daq.serial_sync.port import SerialLineReader
 from cortexcast.daq.serial_sync.protocol import LineParser
 from cortexcast.daq.serial_sync.settings import SerialSettings
 from cortexcast.core.events import SyncEvent
+from cortexcast.daq.source import AcquisitionSource
 
 log = logging.getLogger(__name__)
 _STOP = ("", b"", 0.0)
 _RECONNECT = b"\x00reconnect"
 
 
-class SerialSyncSource:
+class SerialSyncSource(AcquisitionSource):
     """Sync events from a serial sync box (context manager; ``events()`` until ``close()``)."""
 
     def __init__(self, settings: SerialSettings, *,
@@ -69,9 +70,6 @@ class SerialSyncSource:
                 r.open()
             r.start()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         """Stop the readers and end :meth:`events` (idempotent, from any thread)."""

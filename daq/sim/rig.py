@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -36,7 +36,8 @@ from cortexcast.daq.sim.neurons import (FilterBank, NeuralState, Population, cal
 from cortexcast.daq.sim.settings import SimSettings
 from cortexcast.daq.sim.stimulus import STIM_SHAPE, MovieGenerator, load_pool
 from cortexcast.core.events import Event, ImagingFrame, StimulusFrame, SyncEvent
-from cortexcast.daq.source import AcquisitionError
+from cortexcast.core.pacing import FramePacer
+from cortexcast.daq.source import AcquisitionError, AcquisitionSource
 
 if TYPE_CHECKING:  # decoder is imported lazily: daq does not need it to run
     from cortexcast.core.rois import ROISet
@@ -46,52 +47,6 @@ _LAYOUT, _RF, _POP, _CAL, _SCOPE = 1, 2, 3, 4, 5
 _MOVIE, _BEHAVIOR, _SPIKES, _SCOPE_SESSION, _PHOTODIODE, _TRACKING = 11, 12, 13, 14, 15, 16
 CALIBRATION_FRAMES = 240
 PHOTODIODE_LOW_V, PHOTODIODE_HIGH_V = 0.05, 1.2
-
-
-class Pacer:
-    """Absolute deadlines on a monotonic clock: frame ``i`` is due ``(i + 1) / rate`` after start.
-
-    Lateness never accumulates: a late frame is followed by frames due at
-    their original times. ``clock`` returns nanoseconds; ``sleep`` takes
-    seconds (both injectable for tests).
-    """
-
-    def __init__(self, rate_hz: float, clock: Callable[[], int] = time.monotonic_ns,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        if rate_hz <= 0:
-            raise ValueError("rate_hz must be > 0")
-        self.period_ns = 1e9 / rate_hz
-        self.clock = clock
-        self.sleep = sleep
-        self.t0_ns = clock()
-
-    def start(self) -> None:
-        self.t0_ns = self.clock()
-
-    def due(self, i: int) -> int:
-        """Monotonic ns at which frame ``i`` is complete."""
-        return self.t0_ns + round((i + 1) * self.period_ns)
-
-    def rest(self, i: int, compute_ns: float, fraction: float = 0.3) -> None:
-        """Before computing frame ``i``, sleep ``fraction`` of a period past frame ``i - 1``.
-
-        A microscope costs the host nothing while the frame it just delivered is decoded and
-        displayed; the simulator's own CPU burst for the next frame should not land on that
-        moment either, or it measures itself. It still wakes ``2 * compute_ns`` (the recent
-        compute time) before frame ``i`` is due, so a slow host is not made late.
-        """
-        start = min(self.due(i - 1) + fraction * self.period_ns, self.due(i) - 2 * compute_ns)
-        left = start - self.clock()
-        if left > 0:
-            self.sleep(left / 1e9)
-
-    def wait(self, i: int) -> int:
-        """Sleep until frame ``i`` is due; returns its deadline (ns)."""
-        deadline = self.due(i)
-        left = deadline - self.clock()
-        if left > 0:
-            self.sleep(left / 1e9)
-        return deadline
 
 
 def _rng(*key: int) -> np.random.Generator:
@@ -112,7 +67,7 @@ def _check_clips(clips: Sequence[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
-class SimulatedRig:
+class SimulatedRig(AcquisitionSource):
     """A seeded two-photon microscope over mouse V1 while the mouse watches movies."""
 
     def __init__(self, settings: SimSettings = SimSettings(),
@@ -158,10 +113,8 @@ class SimulatedRig:
         self._closed = False
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
+    def stop(self) -> None:
+        """End :meth:`events` at its next frame (any thread; ``close`` does the same)."""
         self._closed = True
 
     @property
@@ -268,7 +221,7 @@ class SimulatedRig:
         shown = -1  # stimulus frame on screen
         nxt = 0  # next stimulus frame to show (as an event)
         seen = 0  # next stimulus frame the neurons see
-        pacer = Pacer(s.imaging_rate_hz) if s.paced else None
+        pacer = FramePacer(s.imaging_rate_hz) if s.paced else None
         i = 0
         compute_ns = 0.0  # recent time to compute one frame (a slowly decaying maximum)
         while not self._closed and (max_frames is None or i < max_frames):

@@ -64,12 +64,11 @@ def _from_recording(path: str, paced: bool, speed: float) -> tuple[Iterator[Imag
 
 
 def _from_sim(config: str | None, paced: bool) -> Iterator[ImagingFrame]:
-    from cortexcast.core.config import load_toml, settings_from_table
+    from cortexcast.core.config import load_settings
     from cortexcast.daq.sim.rig import SimulatedRig
     from cortexcast.daq.sim.settings import SimSettings
 
-    table = load_toml(config).get("daq", {}).get("sim", {}) if config else {}
-    sim = replace(settings_from_table(SimSettings, table, f"{config}: [daq.sim]"), paced=paced)
+    sim = replace(load_settings(SimSettings, config, "daq.sim"), paced=paced)
     with SimulatedRig(sim) as rig:
         for ev in rig.events():
             if isinstance(ev, ImagingFrame):

@@ -5,37 +5,32 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cortexcast.core.config import ConfigError, load_toml, settings_from_table
+from cortexcast.core.config import ConfigError, load_settings
+
+
+def check_rule_files(settings: Any, where: str) -> None:
+    """Read each rule's target/mask: ConfigError naming rule and file if one is missing or
+    misshapen (so `up` stops before it starts anything)."""
+    from cortexcast.decoder.closed_loop.rules import RuleError, build_rule
+
+    for rule in settings.rules:
+        try:
+            build_rule(rule)
+        except RuleError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
 
 
 def loop_settings(config: str | None, overrides: dict[str, Any] | None = None,
                   check_files: bool = True):  # -> LoopSettings
     """[loop] of ``config`` (relative files resolved against its folder), flags on top.
 
-    ``check_files`` also reads each rule's target/mask, so `up` stops before starting
-    anything when one is missing or misshapen (ConfigError naming rule and file).
+    ``check_files`` also reads each rule's target/mask (:func:`check_rule_files`).
     """
-    from cortexcast.decoder.closed_loop.process import LoopSettings, resolve_loop_paths
-    from cortexcast.decoder.closed_loop.rules import RuleError, build_rule
+    from cortexcast.decoder.closed_loop.process import LoopSettings
 
-    table: dict[str, Any] = {}
-    where = "loop"
-    if config:
-        raw = load_toml(config).get("loop", {})
-        where = f"{config}: [loop]"
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where} must be a table")
-        table = resolve_loop_paths(raw, config)
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            table[key] = value
-    settings = settings_from_table(LoopSettings, table, where)
+    settings = load_settings(LoopSettings, config, "loop", overrides)
     if check_files:
-        for rule in settings.rules:
-            try:
-                build_rule(rule)
-            except RuleError as exc:
-                raise ConfigError(f"{where}: {exc}") from exc
+        check_rule_files(settings, f"{config}: [loop]" if config else "loop")
     return settings
 
 

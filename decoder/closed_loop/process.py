@@ -42,14 +42,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from cortexcast.core.runtime import (
-    Stop, ignore_stop_signals, install_stop_signals, percentiles_ms, write_json_atomic,
-)
+from cortexcast.core.config import path_field
+from cortexcast.core.events import LoopEvent, Reconstruction, from_message
+from cortexcast.core.message import Message, MessageError
+from cortexcast.core.runtime import ProcessRun, StopSignals, percentiles_ms
 from cortexcast.decoder.closed_loop.outputs.output import OutputSettings, make_output
 from cortexcast.decoder.closed_loop.outputs.worker import TriggerWorker
 from cortexcast.decoder.closed_loop.rules import Rule, RuleSettings, build_rule
-from cortexcast.stream.message import Message
-from cortexcast.stream.pubsub import Publisher, Subscriber
+from cortexcast.stream.pubsub import Sockets, Subscriber
 
 log = logging.getLogger("loop")
 
@@ -64,7 +64,7 @@ class LoopSettings:
     """The decoder's endpoint (topic `reconstruction`)."""
     publish: str = "tcp://127.0.0.1:5557"
     """Endpoint this process binds to publish firings on topic `loop`."""
-    log: str = "loop.jsonl"
+    log: str = path_field("loop.jsonl")
     """Firing log, one JSON object per line (appended; relative to the config's folder)."""
     rules: tuple[RuleSettings, ...] = ()
     """The rules, one ``[[loop.rules]]`` table each."""
@@ -74,7 +74,7 @@ class LoopSettings:
     """Receive queue (messages): rules need every reconstruction, so it is generous."""
     duration_s: float | None = None
     """Stop after this many seconds (None: until SIGTERM/SIGINT)."""
-    stats_out: str | None = None
+    stats_out: str | None = path_field(None)
     """Write counters and latency percentiles as JSON here on exit."""
 
     def __post_init__(self) -> None:
@@ -96,25 +96,6 @@ class LoopSettings:
             raise ValueError("hwm must be >= 1")
         if self.duration_s is not None and self.duration_s <= 0:
             raise ValueError(f"duration_s must be positive, got {self.duration_s}")
-
-
-def resolve_loop_paths(table: dict[str, Any], config_path: str | Path) -> dict[str, Any]:
-    """Relative file names in a [loop] table (log, each rule's target/mask) -> config folder."""
-    base = Path(config_path).resolve().parent
-
-    def fix(value: Any) -> Any:
-        if isinstance(value, str) and value and not Path(value).is_absolute():
-            return str(base / value)
-        return value
-
-    out = dict(table)
-    for key in ("log", "stats_out"):
-        if key in out:
-            out[key] = fix(out[key])
-    if isinstance(out.get("rules"), list):
-        out["rules"] = [{k: fix(v) if k in ("target", "mask") else v for k, v in r.items()}
-                        if isinstance(r, dict) else r for r in out["rules"]]
-    return out
 
 
 def latency_ms(stamps: dict[str, int], t_out_ns: int | None) -> dict[str, float | None]:
@@ -142,10 +123,15 @@ class ClosedLoop:
     def on_reconstruction(self, msg: Message) -> list[dict[str, Any]]:
         """Run every rule on one reconstruction; returns the firings it decided (pending)."""
         self.reconstructions += 1
-        if len(msg.arrays) != 1:
+        try:
+            recon = from_message(msg)
+        except MessageError:
             self.bad += 1
             return []
-        frame = msg.arrays[0]
+        if not isinstance(recon, Reconstruction):
+            self.bad += 1
+            return []
+        frame = recon.pixels
         out = []
         for rule in self.rules:
             firing = rule.update(frame, msg.t_acq)
@@ -155,8 +141,8 @@ class ClosedLoop:
             pending = {
                 "rule": firing.rule, "output": firing.output, "value": round(firing.value, 6),
                 "threshold": rule.threshold, "frames": firing.streak, "t_acq": msg.t_acq,
-                "imaging_frame": msg.meta.get("imaging_frame"),
-                "stim_frame": msg.meta.get("stim_frame"), "stamps": stamps,
+                "imaging_frame": recon.imaging_frame, "stim_frame": recon.stim_frame,
+                "stamps": stamps,
             }
             pending["queued"] = self.submit(firing.output, pending)
             out.append(pending)
@@ -191,62 +177,60 @@ class FiringLog:
         self._fh.close()
 
 
-def run_loop(settings: LoopSettings) -> int:
-    install_stop_signals()
-    counts: dict[str, Any] = {"reconstructions_in": 0, "firings": 0, "fired_ok": 0,
-                              "failed": 0, "dropped_busy": 0, "per_rule": {}}
+def run_loop(settings: LoopSettings, *, sockets: Sockets = Sockets(),
+             stop: StopSignals | None = None) -> int:
+    """Run the rules on every reconstruction until ``duration_s`` or a stop (ProcessRun)."""
     latencies: list[int] = []
     done: queue.SimpleQueue = queue.SimpleQueue()
-    workers: dict[str, TriggerWorker] = {}
-    reason = "ended"
-    sub: Subscriber | None = None
-    pub: Publisher | None = None
-    firing_log: FiringLog | None = None
-
-    def finish(pending: dict[str, Any], t_out: int | None, error: str | None) -> None:
-        rec = firing_record(pending, t_out, error)
-        assert firing_log is not None and pub is not None
-        firing_log.write(rec)
-        stamps = tuple(rec["stamps"].items())
-        meta = {k: v for k, v in rec.items() if k != "stamps"}
-        pub.publish("loop", "event", t_acq=rec["t_acq"], meta=meta, stamps=stamps,
-                    stage="loop.pub")
-        if error is None:
-            counts["fired_ok"] += 1
-            if rec["latency_ms"]["frame_to_output"] is not None:
-                latencies.append(int(rec["latency_ms"]["frame_to_output"] * 1e6))
-        else:
-            counts["failed"] += 1
-            log.error("%s -> %s failed: %s", rec["rule"], rec["output"], error)
-
-    def drain() -> None:
-        while True:
-            try:
-                finish(*done.get_nowait())
-            except queue.Empty:
-                return
-
-    def submit(output: str, pending: dict[str, Any]) -> bool:
-        return workers[output].submit(pending)
-
-    try:
+    with ProcessRun("loop", settings.stats_out, stop=stop) as run:
+        counts = run.counts
+        counts.update(reconstructions_in=0, firings=0, fired_ok=0, failed=0, dropped_busy=0,
+                      per_rule={})
+        sub: Subscriber | None = None
+        run.stats_fn = lambda: {**counts,
+                                "stream": sub.stats.as_dict() if sub is not None else {},
+                                "frame_to_output_ms": percentiles_ms(latencies)}
+        workers: dict[str, TriggerWorker] = {}
         rules = [build_rule(r) for r in settings.rules]
         used = {r.output for r in settings.rules}
+        firing_log = run.own(FiringLog(settings.log))
+        pub = run.own(sockets.publisher(settings.publish, "loop"))
+
+        def finish(pending: dict[str, Any], t_out: int | None, error: str | None) -> None:
+            rec = firing_record(pending, t_out, error)
+            firing_log.write(rec)
+            meta = {k: v for k, v in rec.items() if k != "stamps"}
+            pub.publish_event(LoopEvent(rec["t_acq"], meta), stamps=tuple(rec["stamps"].items()),
+                              stage="loop.pub")
+            if error is None:
+                counts["fired_ok"] += 1
+                if rec["latency_ms"]["frame_to_output"] is not None:
+                    latencies.append(int(rec["latency_ms"]["frame_to_output"] * 1e6))
+            else:
+                counts["failed"] += 1
+                log.error("%s -> %s failed: %s", rec["rule"], rec["output"], error)
+
+        def drain() -> None:
+            while True:
+                try:
+                    finish(*done.get_nowait())
+                except queue.Empty:
+                    return
+
+        run.own(None, close=drain)  # what the outputs did while we stopped (after they close)
         for o in settings.outputs:
             if o.name in used:
                 w = TriggerWorker(make_output(o), done, o.queue)
                 w.start()  # opens the device: a missing one fails here, before anything runs
-                workers[o.name] = w
-        loop = ClosedLoop(rules, submit)
-        firing_log = FiringLog(settings.log)
-        pub = Publisher(settings.publish, "loop")
-        sub = Subscriber(settings.reconstruction_from, ["reconstruction"], hwm=settings.hwm,
-                         name="loop")
+                workers[o.name] = run.own(w)
+        loop = ClosedLoop(rules, lambda output, pending: workers[output].submit(pending))
+        sub = run.own(sockets.subscriber(settings.reconstruction_from, ["reconstruction"],
+                                         hwm=settings.hwm, name="loop"))
         log.info("%d rule(s) on %s -> %s; firings logged to %s", len(rules),
                  settings.reconstruction_from, ", ".join(o.describe() for o in settings.outputs
                                                           if o.name in used), settings.log)
         until = None if settings.duration_s is None else time.monotonic() + settings.duration_s
-        while until is None or time.monotonic() < until:
+        while not run.stopping and (until is None or time.monotonic() < until):
             msg = sub.recv(timeout_s=0.05)
             if msg is not None and msg.topic == "reconstruction":
                 msg = msg.stamped("loop.recv")
@@ -261,25 +245,6 @@ def run_loop(settings: LoopSettings) -> int:
             drain()
             pub.heartbeat_if_due()
             pub.status.update(counts)
-        reason = "duration reached"
-    except Stop as sig:
-        reason = f"stopped by {sig}"
-    except Exception as exc:
-        reason = f"failed: {exc}"
-        raise
-    finally:
-        ignore_stop_signals()
-        for w in workers.values():
-            w.close()
-        if pub is not None and firing_log is not None:
-            drain()  # what the outputs did while we stopped
-        for closable in (sub, pub, firing_log):
-            if closable is not None:
-                closable.close()
-        stats = {"process": "loop", "reason": reason, **counts,
-                 "stream": sub.stats.as_dict() if sub is not None else {},
-                 "frame_to_output_ms": percentiles_ms(latencies)}
-        log.info("%s: %s", reason, {k: v for k, v in counts.items() if k != "per_rule"})
-        if settings.stats_out:
-            write_json_atomic(settings.stats_out, stats)
+        else:
+            run.reason = "duration reached" if not run.stopping else run.reason
     return 0

@@ -27,6 +27,8 @@ Kinds (``kind`` in a ``[[loop.rules]]`` table):
 
 from __future__ import annotations
 
+from cortexcast.core.config import path_field
+from cortexcast.core.errors import CortexcastError
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,7 @@ import numpy as np
 FRAME_SHAPE = (36, 64)
 
 
-class RuleError(ValueError):
+class RuleError(CortexcastError, ValueError):
     """A rule's settings or files are wrong (the message names the rule and the file)."""
 
 
@@ -56,9 +58,9 @@ class RuleSettings:
     """No new firing (nor counting towards one) for this long after a firing, rig clock (s)."""
     direction: Literal["above", "below"] = "above"
     """Fire when the value is at or above / at or below the threshold."""
-    target: str = ""
+    target: str = path_field("")
     """correlation: target image (.npy float or .png grayscale, 36x64)."""
-    mask: str = ""
+    mask: str = path_field("")
     """Pixels the rule reads (.npy bool or .png, nonzero = in); brightness: the region."""
     rect: tuple[int, ...] = ()
     """brightness: region [y0, y1, x0, x1] (half-open), instead of a mask."""

@@ -16,6 +16,7 @@ feeds the activity exactly as the extraction (or the dataset) produces it.
 
 from __future__ import annotations
 
+from cortexcast.core.errors import CortexcastError
 import dataclasses
 import json
 import math
@@ -33,7 +34,7 @@ MAX_WINDOW = 10
 MAX_LAG = 10
 
 
-class ModelError(ValueError):
+class ModelError(CortexcastError, ValueError):
     """A model file or card is missing, malformed, or does not fit the data."""
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import scipy.fft as sfft
 
+from cortexcast.core.config import path_field
 from cortexcast.core.rois import ROIError
 
 log = logging.getLogger("cortexcast.decoder.live.motion")
@@ -37,7 +38,7 @@ class MotionError(ROIError):
 class MotionSettings:
     enabled: bool = False
     """Correct rigid brain motion before extraction."""
-    reference: str = ""
+    reference: str = path_field("")
     """Reference image: suite2p ``ops.npy`` (or its plane/parent folder; uses ``meanImg``),
     or a 2-D ``.npy``/``.tif`` image. Empty: built from the first ``reference_frames``."""
     reference_frames: int = 60

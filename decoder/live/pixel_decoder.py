@@ -28,12 +28,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from cortexcast.core.behavior import BEHAVIOR_KEYS
 from cortexcast.decoder.live.model_card import ModelCard, ModelError, load_card, load_mask
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 BEHAVIOR_INPUT = "behavior"
-BEHAVIOR_KEYS = ("pupil", "running", "pupil_x", "pupil_y")
-"""Order of the behaviour vector: the dataset's ``behavior`` rows, then ``pupil_center``."""
 
 log = logging.getLogger("decoder")
 
@@ -41,6 +40,21 @@ log = logging.getLogger("decoder")
 def norm_path(model_path: str | Path) -> Path:
     """``<stem>.norm.npz`` beside the model: the statistics it was trained with."""
     return Path(model_path).with_suffix(".norm.npz")
+
+
+def save_training_stats(model_path: str | Path, resp_mean: np.ndarray, resp_std: np.ndarray,
+                        behavior_mean: np.ndarray | None = None,
+                        behavior_std: np.ndarray | None = None) -> Path:
+    """Write ``<stem>.norm.npz`` (float32 arrays; the behaviour ones only when given): the
+    statistics the model was trained with, which :func:`load_training_stats` reads back."""
+    arrays = {"resp_mean": resp_mean, "resp_std": resp_std}
+    if behavior_mean is not None:
+        arrays["behavior_mean"] = behavior_mean
+    if behavior_std is not None:
+        arrays["behavior_std"] = behavior_std
+    p = norm_path(model_path)
+    np.savez(p, **{k: np.asarray(v, np.float32).ravel() for k, v in arrays.items()})
+    return p
 
 
 def load_training_stats(model_path: str | Path) -> dict[str, np.ndarray] | None:

@@ -31,23 +31,26 @@ responses, behaviour and pupil centre alike; ``meta/statistics/<var>/`` holds
 
 from __future__ import annotations
 
+from cortexcast.core.errors import CortexcastError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 import numpy as np
 
+from cortexcast.core.behavior import behavior_rows, behavior_statistics
 from cortexcast.decoder.live.mask_file import read_mask
+from cortexcast.decoder.live.session_stats import (first_nan, moments, read_statistics,
+                                                   sized_stats, withheld)
 
 TIERS = ("train", "oracle", "live_test_main", "live_test_bonus",
          "final_test_main", "final_test_bonus", "none")
 """The Sensorium 2023 tiers, in the order they are reported."""
 
 VARIABLES = ("videos", "responses", "behavior", "pupil_center")
-_STAT_SPELLINGS = (("videos", "video"), ("responses", "response"))
 REQUIRED = ("data/videos", "data/responses", "meta/trials/tiers.npy")
 
 
-class DatasetError(ValueError):
+class DatasetError(CortexcastError, ValueError):
     """A dataset folder is not in the Sensorium 2023 layout or is inconsistent."""
 
 
@@ -126,7 +129,7 @@ class SensoriumDataset:
                 raise DatasetError(
                     f"{videos[tid]}: frames are {video.shape[:2]}, other trials {self.frame_shape}"
                 )
-            length = _first_nan(np.asarray(video[0, 0, :], dtype=np.float64))
+            length = first_nan(np.asarray(video[0, 0, :], dtype=np.float64))
             if length == 0:
                 raise DatasetError(f"{videos[tid]}: trial {tid} is all NaN (no frames)")
             has = False
@@ -138,7 +141,7 @@ class SensoriumDataset:
                         f"got {resp.shape}"
                     )
                 neurons[tid] = int(resp.shape[0])
-                has = not _withheld(resp, length)
+                has = not withheld(resp, length)
             self.trials[tid] = Trial(tid, str(self.tiers_by_id[tid]), length, has)
         counts = sorted(set(neurons.values()))
         if len(counts) > 1:
@@ -238,16 +241,15 @@ class SensoriumDataset:
 
     def behavior_rows(self, trial_id: int) -> np.ndarray | None:
         """(T, 4) [pupil dilation, running speed, pupil x, pupil y] (the order ONNX models
-        take); NaN where a file is absent or short of rows, None if the trial has neither."""
-        beh, eye = self.behavior(trial_id), self.pupil_center(trial_id)
-        if beh is None and eye is None:
-            return None
-        out = np.full((self.length(trial_id), 4), np.nan, np.float32)
-        for cols, a in ((slice(0, 2), beh), (slice(2, 4), eye)):
-            if a is not None:
-                k = min(2, a.shape[1])
-                out[: len(a), cols.start: cols.start + k] = a[: len(out), :k]
-        return out
+        take); NaN where a file is absent or short of rows, None if the trial has neither
+        (:func:`cortexcast.core.behavior.behavior_rows`)."""
+        return behavior_rows(self.behavior(trial_id), self.pupil_center(trial_id),
+                             self.length(trial_id))
+
+    def behavior_statistics(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std (4,) of the behaviour rows of trials ``ids``, NaN skipped per variable
+        (:func:`cortexcast.core.behavior.behavior_statistics`)."""
+        return behavior_statistics(self.behavior_rows(t) for t in ids)
 
     def _small(self, kind: str, trial_id: int) -> np.ndarray | None:
         a = self.raw(kind, trial_id)
@@ -258,27 +260,14 @@ class SensoriumDataset:
     def response_moments(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-neuron (mean, std, finite count) of the responses of trials ``ids``, one trial
         in memory at a time (float64 sums; NaN/inf skipped)."""
-        n = self.n_neurons
-        s1, s2, count = np.zeros(n), np.zeros(n), np.zeros(n)
-        for tid in ids:
-            r = self.responses(tid).astype(np.float64)
-            ok = np.isfinite(r)
-            r = np.where(ok, r, 0.0)
-            s1 += r.sum(0)
-            s2 += (r * r).sum(0)
-            count += ok.sum(0)
-        safe = np.maximum(count, 1)
-        mean = s1 / safe
-        return mean, np.sqrt(np.maximum(s2 / safe - mean**2, 0.0)), count
+        return moments((self.responses(tid) for tid in ids), self.n_neurons)
 
     def response_statistics(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray, str]:
         """Per-neuron response (mean, std, source): ``meta/statistics`` when present and of the
         right size, else :meth:`response_moments` of trials ``ids``."""
-        st = self.statistics("responses")
-        n = self.n_neurons
-        if "mean" in st and "std" in st and np.size(st["mean"]) == n and np.size(st["std"]) == n:
-            return (np.asarray(st["mean"], np.float64).ravel(),
-                    np.asarray(st["std"], np.float64).ravel(), "dataset statistics")
+        stats = sized_stats(self.statistics("responses"), self.n_neurons)
+        if stats is not None:
+            return (*stats, "dataset statistics")
         mean, std, count = self.response_moments(ids)
         if not count.any():
             raise DatasetError(f"{self.root}: no finite responses to compute statistics from")
@@ -289,19 +278,10 @@ class SensoriumDataset:
         """``meta/statistics/<variable>/all/*.npy`` as {name: array}; {} if absent.
 
         Accepts ``responses``/``response`` and ``videos``/``video`` spellings, and
-        folders with or without the ``all/`` level.
+        folders with or without the ``all/`` level
+        (:func:`cortexcast.decoder.live.session_stats.read_statistics`).
         """
-        base = self.root / "meta/statistics"
-        names = next((g for g in _STAT_SPELLINGS if variable in g), (variable,))
-        for name in names:
-            for folder in (base / name / "all", base / name):
-                files = sorted(folder.glob("*.npy")) if folder.is_dir() else []
-                if files:
-                    try:
-                        return {f.stem: np.load(f, allow_pickle=False) for f in files}
-                    except (ValueError, OSError) as exc:
-                        raise DatasetError(f"{folder}: cannot read statistics: {exc}") from exc
-        return {}
+        return read_statistics(self.root, variable, DatasetError)
 
     def eval_mask(self) -> np.ndarray | None:
         """``eval_mask.npy`` as bool (H, W), or None if the folder has none."""
@@ -323,18 +303,3 @@ class SensoriumDataset:
             lines.append(f"  {tier:<17} {len(ids):5d} trials {frames:8d} frames  {resp}")
         return "\n".join(lines)
 
-
-def _withheld(resp: np.ndarray, length: int, probe: int = 64) -> bool:
-    """True when a trial's responses are placeholders: its first neuron all NaN, or its first
-    ``probe`` neurons all exactly 0 (how a withheld test tier can be filled). Reads only those
-    rows of the memory map."""
-    first = np.asarray(resp[0, :length], dtype=np.float64)
-    if np.isnan(first).all():
-        return True
-    block = np.asarray(resp[:probe, :length], dtype=np.float64)
-    return bool(block.size) and not bool(np.any(block != 0))
-
-
-def _first_nan(trace: np.ndarray) -> int:
-    nan = np.flatnonzero(np.isnan(trace))
-    return int(nan[0]) if nan.size else int(trace.shape[0])

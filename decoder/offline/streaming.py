@@ -16,9 +16,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cortexcast.decoder.offline.dataset import DatasetError
 from cortexcast.decoder.live.model_card import ModelError, load_card
 from cortexcast.decoder.live.pixel_decoder import DEFAULT_PROVIDERS, PixelDecoder, load_training_stats
+from cortexcast.decoder.live.session_stats import folder_session_stats, read_session_stats
+
+__all__ = ["dataset_session_stats", "decoder_for_dataset", "read_session_stats", "stream_trial"]
 
 
 def stream_trial(decoder: PixelDecoder, responses: np.ndarray,
@@ -48,37 +50,10 @@ def stream_trial(decoder: PixelDecoder, responses: np.ndarray,
 
 def dataset_session_stats(ds: Any) -> tuple[np.ndarray, np.ndarray]:
     """Per-neuron response (mean, std) of a dataset: its ``meta/statistics`` when present
-    and the right size, else one streaming pass over the trials that have responses."""
-    ids = [tid for tier in ds.tiers() if ds.has_responses(tier) for tid in ds.trial_ids(tier)]
-    try:
-        mean, std, _ = ds.response_statistics(ids)
-    except DatasetError as exc:  # nothing to compute them from
-        raise ModelError(f"{ds.root}: no responses to compute the session's statistics from"
-                         ) from exc
-    return mean, std
-
-
-def read_session_stats(source: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """(mean, std) from an .npz (``resp_mean``/``resp_std``, or ``mean``/``std``) or a dataset
-    folder (:func:`dataset_session_stats`); None for an empty ``source``."""
-    if not str(source):
-        return None
-    p = Path(source)
-    if p.is_dir():
-        from cortexcast.decoder.offline.dataset import SensoriumDataset
-
-        return dataset_session_stats(SensoriumDataset(p))
-    if not p.is_file():
-        raise ModelError(f"session statistics {p} do not exist (an .npz or a dataset folder)")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            for m, s in (("resp_mean", "resp_std"), ("mean", "std")):
-                if m in z.files and s in z.files:
-                    return np.asarray(z[m], np.float64), np.asarray(z[s], np.float64)
-            found = z.files
-    except (ValueError, OSError) as exc:
-        raise ModelError(f"{p}: cannot read session statistics: {exc}") from exc
-    raise ModelError(f"{p}: expected arrays resp_mean and resp_std, found {', '.join(found)}")
+    and the right size, else one streaming pass over the trials of the tiers that have
+    responses (:func:`cortexcast.decoder.live.session_stats.folder_session_stats`, which the
+    live decoder's ``session_stats`` setting also reads)."""
+    return folder_session_stats(ds.root, ds.n_neurons)
 
 
 def decoder_for_dataset(model_path: str | Path, ds: Any, *,

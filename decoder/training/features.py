@@ -24,44 +24,18 @@ from typing import Sequence
 import numpy as np
 from scipy.linalg import eigh
 
+from cortexcast.core.behavior import N_BEHAVIOR, complete, fill_missing
 from cortexcast.decoder.offline.dataset import DatasetError, SensoriumDataset
 from cortexcast.decoder.training.windows import Normalisation, pad_responses
 
-BEHAVIOR_KEYS = ("pupil", "running", "pupil_x", "pupil_y")
-MIN_STD = 1e-6
 MAX_LOG_GAIN = 1.5
 """|log gain| per behaviour z-unit is clipped here."""
 
 
-def behavior_rows(ds: SensoriumDataset, tid: int) -> np.ndarray | None:
-    """(T, 4) raw [pupil, running, pupil_x, pupil_y] of one trial, None if any part is absent."""
-    beh, eye = ds.behavior(tid), ds.pupil_center(tid)
-    if beh is None or eye is None or beh.shape[1] != 2 or eye.shape[1] != 2:
-        return None
-    return np.concatenate([beh, eye], axis=1).astype(np.float32)
-
-
 def has_behavior(ds: SensoriumDataset, ids: Sequence[int]) -> bool:
-    """True when every trial of ``ids`` has behaviour and pupil centre files of the right shape."""
-    return all(behavior_rows(ds, t) is not None for t in ids)
-
-
-def behavior_stats(ds: SensoriumDataset, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std (4,) of the behaviour rows over ``ids`` (NaN ignored)."""
-    s1, s2, n = np.zeros(4), np.zeros(4), np.zeros(4)
-    for tid in ids:
-        b = behavior_rows(ds, tid)
-        if b is None:
-            continue
-        b = b.astype(np.float64)
-        ok = np.isfinite(b)
-        b = np.where(ok, b, 0.0)
-        s1 += b.sum(0)
-        s2 += (b * b).sum(0)
-        n += ok.sum(0)
-    mean = np.where(n > 0, s1 / np.maximum(n, 1), 0.0)
-    std = np.sqrt(np.maximum(s2 / np.maximum(n, 1) - mean**2, 0.0))
-    return mean.astype(np.float32), np.where(std > MIN_STD, std, 1.0).astype(np.float32)
+    """True when every trial of ``ids`` has all four behaviour variables
+    (:func:`cortexcast.core.behavior.complete`)."""
+    return all(complete(ds.behavior_rows(t)) for t in ids)
 
 
 def trial_behavior(ds: SensoriumDataset, tid: int, window: int, lag: int,
@@ -70,14 +44,9 @@ def trial_behavior(ds: SensoriumDataset, tid: int, window: int, lag: int,
     trial (what :class:`cortexcast.decoder.live.pixel_decoder.PixelDecoder` holds there), the training mean
     in place of NaN or a missing file (what it feeds when behaviour is missing)."""
     t = ds.length(tid)
-    out = np.zeros((t + window - 1, 4), np.float32)
+    out = np.zeros((t + window - 1, N_BEHAVIOR), np.float32)
     before = window - 1 - lag
-    rows = out[before: before + t]
-    rows[:] = mean.astype(np.float32)
-    b = behavior_rows(ds, tid)
-    if b is not None:
-        ok = np.isfinite(b)
-        rows[ok] = b[ok]
+    out[before: before + t] = fill_missing(ds.behavior_rows(tid), mean, t)
     return out
 
 
@@ -147,7 +116,7 @@ def fit_gain(ds: SensoriumDataset, ids: Sequence[int], beh_mean: np.ndarray,
         dtd = np.zeros((3, 3))
         dtr = np.zeros((3, n))
         for tid in ids:
-            b = behavior_rows(ds, tid)
+            b = ds.behavior_rows(tid)
             ok = np.isfinite(b[:, :2]).all(1)
             bz = np.clip((b[ok, :2] - beh_mean[:2]) / beh_std[:2], -5, 5)
             r = np.nan_to_num(ds.responses(tid)[ok].astype(np.float64)) * np.exp(-(bz @ g))
@@ -162,11 +131,6 @@ def fit_gain(ds: SensoriumDataset, ids: Sequence[int], beh_mean: np.ndarray,
     return g.astype(np.float32)
 
 
-def _stds(norm: Normalisation) -> np.ndarray:
-    std = np.asarray(norm.resp_std, np.float64)
-    return np.where(np.isfinite(std) & (std > MIN_STD), std, 1.0)
-
-
 def fit_front(ds: SensoriumDataset, ids: Sequence[int], norm: Normalisation,
               beh_mean: np.ndarray, beh_std: np.ndarray, gain: np.ndarray, k: int,
               max_frames: int, seed: int) -> FrontEnd:
@@ -174,7 +138,7 @@ def fit_front(ds: SensoriumDataset, ids: Sequence[int], norm: Normalisation,
     at most ``max_frames`` evenly spread frames; randomised subspace iteration)."""
     n = ds.n_neurons
     k = min(k, n)
-    proto = FrontEnd(np.asarray(norm.resp_mean, np.float64), _stds(norm), beh_mean, beh_std,
+    proto = FrontEnd(np.asarray(norm.resp_mean, np.float64), norm.safe_std(), beh_mean, beh_std,
                      gain, np.zeros((n, 0)))
     total = sum(ds.length(i) for i in ids)
     step = max(1, int(np.ceil(total / max_frames)))
@@ -185,7 +149,7 @@ def fit_front(ds: SensoriumDataset, ids: Sequence[int], norm: Normalisation,
         offset += len(r)
         if not rows.size:
             continue
-        b = behavior_rows(ds, tid) if gain.any() else None
+        b = ds.behavior_rows(tid) if gain.any() else None
         x = proto.corrected(r[rows], None if b is None else np.nan_to_num(b[rows]))
         parts.append(((x - proto.resp_mean) / proto.resp_std).astype(np.float32))
     z = np.concatenate(parts) if parts else np.zeros((0, n), np.float32)

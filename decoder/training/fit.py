@@ -146,15 +146,18 @@ def _near(alphas: Sequence[float], a: float) -> list[float]:
 # ------------------------------------------------------------------ the member training
 @dataclass(frozen=True)
 class FitOptions:
-    epochs: int = 200
-    patience: int = 10
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch: int = 128
-    corr_weight: float = 1.0
-    feature_noise: float = 0.1
+    """What :func:`fit_members` needs of the settings; no defaults of its own: it is made from
+    :class:`~cortexcast.decoder.training.common.TrainSettings` (``mouse.fit_options``)."""
+
+    epochs: int
+    patience: int
+    lr: float
+    weight_decay: float
+    batch: int
+    corr_weight: float
+    feature_noise: float
     """Std of Gaussian noise added to standardised features while training (augmentation)."""
-    seed: int = 0
+    seed: int
 
 
 @dataclass

@@ -16,19 +16,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from cortexcast.core.behavior import BEHAVIOR_KEYS
+from cortexcast.decoder.live.model_card import ModelCard, ModelError
 from cortexcast.decoder.offline.dataset import DatasetError, SensoriumDataset
 from cortexcast.decoder.offline.evaluate import choose_mask
-from cortexcast.decoder.live.model_card import ModelCard, ModelError, save_card, save_mask
-from cortexcast.decoder.training.train import ONNX_TOLERANCE, TrainResult, TrainSettings, _simulation, _split
+from cortexcast.decoder.training.common import (
+    ONNX_TOLERANCE, TrainResult, TrainSettings, activity_kind, save_beside, simulation_extra,
+    split_trials,
+)
 from cortexcast.decoder.training.features import (
-    BEHAVIOR_KEYS, FeatureSet, FrontEnd, behavior_stats, build_features, check_trials,
-    fit_front, fit_gain, fit_pixel_basis, has_behavior, trial_behavior,
+    FeatureSet, FrontEnd, build_features, check_trials, fit_front, fit_gain, fit_pixel_basis,
+    has_behavior, trial_behavior,
 )
 from cortexcast.decoder.training.fit import (
     Cache, FitOptions, FitReport, RidgeBranch, fit_members, fit_ridge_branch,
 )
 from cortexcast.decoder.training.residual import ResidualDecoder, ResidualShape, export_residual
-from cortexcast.decoder.training.ridge import _activity_kind
 from cortexcast.decoder.training.windows import Normalisation, normalisation, pad_responses, windows_of
 
 log = logging.getLogger("cortexcast.decoder.training.train")
@@ -64,14 +67,14 @@ def prepare_mouse(data: str, s: TrainSettings, device: torch.device,
     if ds.n_neurons < 1:
         raise DatasetError(f"{ds.root}: no neurons in the responses")
     check_trials(ds, s.train_tier)
-    train_ids, val_ids, val_desc = _split(ds, s)
+    train_ids, val_ids, val_desc = split_trials(ds, s.train_tier, s.val_tier, s.seed)
     mask, mask_desc = choose_mask(ds)
     norm = normalisation(ds, train_ids)
     behavior = s.behavior and has_behavior(ds, train_ids + val_ids)
     if s.behavior and not behavior:
         log.warning("%s: behaviour or pupil_center missing for some trials; training without "
                     "behaviour (the graph will have no 'behavior' input)", ds.root)
-    beh_mean, beh_std = behavior_stats(ds, train_ids)
+    beh_mean, beh_std = ds.behavior_statistics(train_ids)
     gain = (fit_gain(ds, train_ids, beh_mean, beh_std) if behavior and s.gain
             else np.zeros((2, ds.n_neurons), np.float32))
     front = fit_front(ds, train_ids, norm, beh_mean, beh_std, gain, s.readout, s.pca_frames,
@@ -141,8 +144,8 @@ def card_info(m: Mouse, s: TrainSettings, model: ResidualDecoder, r: FitReport,
     n = len(model.members)
     method = "ensemble" if n > 1 else "decoder"
     extra: dict[str, Any] = {
-        **_simulation(m.ds), **s.extra,
-        "activity_kind": _activity_kind(m.ds, m.train_ids),
+        **simulation_extra(m.ds), **s.extra,
+        "activity_kind": activity_kind(m.ds, m.train_ids),
         "behavior_mean": [float(v) for v in m.front.beh_mean],
         "training": {
             "method": method, "members": n, "member_validation_scores": r.member_scores,
@@ -225,10 +228,6 @@ def export_checked(model: ResidualDecoder, m: Mouse, s: TrainSettings, out: Path
     h, w = m.ds.frame_shape
     card = ModelCard(neurons=m.ds.n_neurons, window=s.window, lag=s.lag, height=h, width=w,
                      onnx_max_abs_diff=diff, **info)
-    save_card(card, out)
-    save_mask(m.mask, out)
-    np.savez(out.with_suffix(".norm.npz"),
-             resp_mean=np.asarray(m.front.resp_mean, np.float32),
-             resp_std=np.asarray(m.front.resp_std, np.float32),
-             behavior_mean=m.front.beh_mean, behavior_std=m.front.beh_std)
+    save_beside(out, card, m.mask, m.front.resp_mean, m.front.resp_std, m.front.beh_mean,
+                m.front.beh_std)
     return card

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cortexcast.decoder.training.train import TrainResult, TrainSettings, pick_device
+from cortexcast.decoder.training.common import TrainResult, TrainSettings
+from cortexcast.decoder.training.device import pick_device
 from cortexcast.decoder.training.fit import (Cache, FitReport, member_batch_loss, validation_score,
                                   zero_members)
 from cortexcast.decoder.training.mouse import (

@@ -3,7 +3,7 @@
 Steps (every trial streamed from disk; memory ~ (W·K)² + N·K floats, never the data set):
 
 1. training trials = tier ``train``; validation = tier ``oracle`` if it has responses, else a
-   seeded 10 % of the training trials (:func:`cortexcast.decoder.training.train._split`); evaluation mask = the
+   seeded 10 % of the training trials (:func:`cortexcast.decoder.training.common.split_trials`); evaluation mask = the
    one ``evaluate`` would choose;
 2. responses z-scored with the dataset's own statistics
    (:func:`cortexcast.decoder.training.windows.normalisation`), and reduced to ``components`` principal
@@ -25,7 +25,9 @@ Steps (every trial streamed from disk; memory ~ (W·K)² + N·K floats, never th
    (1, 36, 64), 0..255), checked with onnxruntime against numpy on held-out windows; card,
    mask and ``<stem>.norm.npz`` beside it.
 
-:func:`fit_ridge` is the closed-form solve alone, reusable as a linear branch by other models.
+:func:`~cortexcast.decoder.training.ridge_fit.fit_ridge` is the closed-form solve alone (with
+the PCA front end and the design rows in :mod:`~cortexcast.decoder.training.ridge_fit`).
+No torch: ``--method ridge`` runs where torch is not installed.
 """
 
 from __future__ import annotations
@@ -39,33 +41,29 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
+from cortexcast.decoder.live.metric import clip_correlation, mean_over_clips
 from cortexcast.decoder.offline.dataset import DatasetError, SensoriumDataset
 from cortexcast.decoder.offline.evaluate import choose_mask
-from cortexcast.decoder.live.metric import clip_correlation, mean_over_clips
-from cortexcast.decoder.live.model_card import ModelCard, ModelError, save_card, save_mask
-from cortexcast.decoder.training.train import ONNX_TOLERANCE, TrainResult, _simulation, _split
-from cortexcast.decoder.training.windows import Normalisation, normalisation, pad_responses, windows_of
+from cortexcast.decoder.training.common import (
+    ALPHAS, ModelSettings, TrainResult, activity_kind, simulation_extra, split_trials,
+)
+from cortexcast.decoder.training.ridge_export import export_ridge, reduced_rank
+from cortexcast.decoder.training.ridge_fit import (
+    LinearFrontEnd, RidgeFit, fit_pca, fit_ridge, trial_design, trial_features, window_gram,
+    windows_flat,
+)
+from cortexcast.decoder.training.windows import normalisation
 
 log = logging.getLogger("decoder.ridge")
 
-DEFAULT_ALPHAS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
-BEHAVIOR_KEYS = ("pupil", "running", "pupil_x", "pupil_y")
-MIN_STD = 1e-6
-
 
 @dataclass(frozen=True)
-class RidgeSettings:
-    data: str
-    """Dataset folder (Sensorium 2023 layout)."""
-    out: str
-    """Path of the ONNX file; card (.json), mask (.mask.npy) and .norm.npz go beside it."""
-    window: int = 10
-    """W: frames of responses per reconstruction (1..10)."""
-    lag: int = 5
-    """L: frames of responses after the reconstructed frame (0..W-1)."""
+class RidgeSettings(ModelSettings):
+    """``cortexcast train --method ridge`` (data, out, window, lag: :class:`ModelSettings`)."""
+
     components: int = 256
     """K: principal components of the z-scored responses kept (<= neurons)."""
-    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    alphas: tuple[float, ...] = ALPHAS
     """Relative ridge penalties tried (penalty = alpha × mean eigenvalue of XᵀX); the best on
     the validation trials is kept."""
     seed: int = 0
@@ -81,10 +79,7 @@ class RidgeSettings:
     """Copied into the card's ``extra``."""
 
     def __post_init__(self) -> None:
-        if not 1 <= self.window <= 10:
-            raise ValueError(f"window must be in 1..10, got {self.window}")
-        if not 0 <= self.lag <= self.window - 1:
-            raise ValueError(f"lag must be in 0..window-1 ({self.window - 1}), got {self.lag}")
+        super().__post_init__()
         if self.components < 1:
             raise ValueError(f"components must be >= 1, got {self.components}")
         if not self.alphas or any(not (a > 0 and np.isfinite(a)) for a in self.alphas):
@@ -93,167 +88,15 @@ class RidgeSettings:
             raise ValueError(f"pixel_components must be >= 1, got {self.pixel_components}")
         if self.pca_frames < 2:
             raise ValueError(f"pca_frames must be >= 2, got {self.pca_frames}")
-        if not str(self.out).endswith(".onnx"):
-            raise ValueError(f"the model path must end in .onnx, got {self.out}")
-
-
-@dataclass(frozen=True)
-class RidgeFit:
-    """Closed-form ridge solutions y ≈ x @ W(alpha) + b(alpha) for a grid of alphas.
-
-    Held as one eigendecomposition of the centred XᵀX (``evecs``, ``evals``) and
-    ``proj = evecsᵀ Xᵀy``, so every alpha costs one product, and the grid is never held
-    as a stack of weight matrices.
-    """
-
-    alphas: tuple[float, ...]
-    evecs: np.ndarray  # (D, D)
-    evals: np.ndarray  # (D,)
-    proj: np.ndarray  # (D, P)
-    x_mean: np.ndarray  # (D,)
-    y_mean: np.ndarray  # (P,)
-    scale: float  # trace(C) / D: relative alpha 1 = this absolute penalty
-
-    def penalty(self, j: int) -> float:
-        return self.alphas[j] * self.scale
-
-    def solution(self, j: int) -> tuple[np.ndarray, np.ndarray]:
-        """(weights (D, P), intercept (P,)) for ``alphas[j]``."""
-        b = self.evecs @ (self.proj / (self.evals + self.penalty(j))[:, None])
-        return b, self.y_mean - self.x_mean @ b
-
-
-def fit_ridge(xtx: np.ndarray, xty: np.ndarray, x_sum: np.ndarray, y_sum: np.ndarray,
-              count: int, alphas: Sequence[float]) -> RidgeFit:
-    """Ridge regression with an unpenalised intercept, from accumulated sums.
-
-    ``xtx`` = Σ xᵀx (D, D), ``xty`` = Σ xᵀy (D, P), ``x_sum``/``y_sum`` the column sums and
-    ``count`` the number of rows. Each alpha is relative: penalty = alpha × trace(C) / D of the
-    centred XᵀX C, so the same grid suits any feature scale. One eigendecomposition serves all.
-    """
-    if count < 2:
-        raise ValueError(f"ridge needs at least 2 rows, got {count}")
-    if not alphas or any(not (a > 0 and np.isfinite(a)) for a in alphas):
-        raise ValueError(f"alphas must be positive finite numbers, got {tuple(alphas)!r}")
-    mx, my = x_sum / count, y_sum / count
-    c = xtx - count * np.outer(mx, mx)
-    cy = xty - count * np.outer(mx, my)
-    evals, evecs = np.linalg.eigh((c + c.T) / 2)
-    evals = np.maximum(evals, 0.0)
-    scale = float(np.trace(c)) / c.shape[0] or 1.0
-    return RidgeFit(tuple(float(a) for a in alphas), evecs, evals, evecs.T @ cy, mx, my, scale)
-
-
-# ----------------------------------------------------------------------------- features
-@dataclass(frozen=True)
-class LinearFrontEnd:
-    """Raw activity row (N,) -> PCA features (K,): ``x @ a + c`` (normalisation folded in)."""
-
-    a: np.ndarray  # (N, K) float32
-    c: np.ndarray  # (K,) float32
-
-    def __call__(self, rows: np.ndarray) -> np.ndarray:
-        return rows @ self.a + self.c
-
-
-def _stds(norm: Normalisation) -> np.ndarray:
-    std = np.asarray(norm.resp_std, np.float64)
-    return np.where(np.isfinite(std) & (std > MIN_STD), std, 1.0)
-
-
-def _zscored(resp: np.ndarray, mean: np.ndarray, inv_std: np.ndarray) -> np.ndarray:
-    r = np.nan_to_num(resp, nan=0.0, posinf=0.0, neginf=0.0)
-    return (r - mean) * inv_std
-
-
-def fit_pca(ds: SensoriumDataset, ids: Sequence[int], norm: Normalisation, k: int,
-            max_frames: int, seed: int) -> tuple[LinearFrontEnd, np.ndarray]:
-    """Top-k principal axes of the z-scored responses; (front end, explained variances)."""
-    n = ds.n_neurons
-    k = min(k, n)
-    mean = np.asarray(norm.resp_mean, np.float32)
-    inv_std = (1.0 / _stds(norm)).astype(np.float32)
-    total = sum(ds.length(i) for i in ids)
-    step = max(1, int(np.ceil(total / max_frames)))
-    m = np.zeros((n, n), np.float64)
-    used, offset, buf = 0, 0, []
-
-    def flush() -> None:
-        if buf:
-            z = np.concatenate(buf)
-            m[:] += z.T @ z
-            buf.clear()
-
-    for tid in ids:
-        r = ds.responses(tid)
-        rows = np.arange((-offset) % step, len(r), step)
-        offset += len(r)
-        if rows.size:
-            buf.append(_zscored(r[rows], mean, inv_std).astype(np.float32))
-            used += rows.size
-        if sum(len(b) for b in buf) >= 1024:
-            flush()
-    flush()
-    if used < 2:
-        raise DatasetError(f"{ds.root}: too few training frames for a PCA ({used})")
-    m = (m / used).astype(np.float32)
-    # randomised subspace iteration: k + 10 columns, 4 power steps, then a small eigenproblem
-    rng = np.random.default_rng(seed)
-    q = np.linalg.qr(m @ rng.standard_normal((n, min(n, k + 10))))[0]
-    for _ in range(4):
-        q = np.linalg.qr(m @ q)[0]
-    small = q.T @ m @ q
-    ev, vec = np.linalg.eigh((small + small.T) / 2)
-    order = np.argsort(ev)[::-1][:k]
-    v = q @ vec[:, order]  # (N, k)
-    a = (v * inv_std[:, None]).astype(np.float32)
-    c = (-(mean * inv_std) @ v).astype(np.float32)
-    return LinearFrontEnd(a, c), ev[order]
-
-
-def trial_features(ds: SensoriumDataset, tid: int, front: LinearFrontEnd, window: int,
-                   lag: int) -> np.ndarray:
-    """(T + W - 1, K) PCA features of one padded trial (zero raw rows outside it, as live)."""
-    return front(pad_responses(ds.responses(tid), window, lag))
-
-
-def windows_flat(feats: np.ndarray, t: int, window: int) -> np.ndarray:
-    """(T, W·K) design rows: row t = features t .. t + W - 1 (oldest first), flattened."""
-    idx = np.arange(t)[:, None] + np.arange(window)[None]
-    return feats[idx].reshape(t, -1)
-
-
-def trial_design(ds: SensoriumDataset, tid: int, front: LinearFrontEnd, window: int,
-                 lag: int) -> np.ndarray:
-    """(T, W·K) lagged PCA features of one trial, exactly as the ONNX graph computes them."""
-    return windows_flat(trial_features(ds, tid, front, window, lag), ds.length(tid), window)
-
-
-def window_gram(feats: np.ndarray, t: int, window: int) -> np.ndarray:
-    """XᵀX of :func:`windows_flat` without building X: W lagged K×K products per trial.
-
-    Block (a, a + d) = Σ_{s=a}^{a+T-1} f[s]ᵀ f[s+d] = the full lag-d product minus the
-    few rows before ``a`` and after ``a + T - 1`` (W times cheaper than X ᵀX).
-    """
-    k = feats.shape[1]
-    n = len(feats)
-    g = np.empty((window * k, window * k))
-    for d in range(window):
-        full = feats[: n - d].T @ feats[d:]
-        for a in range(window - d):
-            b = a + d
-            blk = full - feats[:a].T @ feats[d:a + d] - feats[a + t: n - d].T @ feats[a + t + d:]
-            g[a * k:(a + 1) * k, b * k:(b + 1) * k] = blk
-            if d:
-                g[b * k:(b + 1) * k, a * k:(a + 1) * k] = blk.T
-    return g
 
 
 def _iter_trials(ids: Sequence[int], progress: bool, desc: str) -> Iterable[int]:
     if not progress:
         return ids
-    from tqdm import tqdm
-
+    try:
+        from tqdm import tqdm  # the 'train' extra; ridge runs without it, silently
+    except ImportError:
+        return ids
     return tqdm(ids, desc=desc, unit="trial")
 
 
@@ -265,7 +108,7 @@ def train_ridge(s: RidgeSettings) -> TrainResult:
     ds = SensoriumDataset(s.data)
     if ds.n_neurons < 1:
         raise DatasetError(f"{ds.root}: no neurons in the responses")
-    train_ids, val_ids, val_desc = _split(ds, s)
+    train_ids, val_ids, val_desc = split_trials(ds, s.train_tier, s.val_tier, s.seed)
     mask, mask_desc = choose_mask(ds)
     norm = normalisation(ds, train_ids)
     k = min(s.components, ds.n_neurons)
@@ -304,8 +147,6 @@ def train_ridge(s: RidgeSettings) -> TrainResult:
     log.info("XᵀX accumulated over %d frames (%.1f s); solving", count, time.monotonic() - t0)
     fit = fit_ridge(xtx, xty, x_sum, y_sum, count, s.alphas)
     del xtx, xty
-    from cortexcast.decoder.training.ridge_export import export_ridge, reduced_rank
-
     designs = _validation_designs(ds, val_ids, front, fit, s)
     scores = np.array([_validation_score(ds, designs, fit, j, None, mask)
                        for j in range(len(fit.alphas))])
@@ -334,8 +175,8 @@ def train_ridge(s: RidgeSettings) -> TrainResult:
                       "train_trials": len(train_ids), "train_frames": count,
                       "validation": val_desc, "validation_trials": len(val_ids),
                       "eval_mask": mask_desc, "normalisation": norm.source},
-        "extra": {**_simulation(ds), **s.extra,
-                  "activity_kind": _activity_kind(ds, train_ids),
+        "extra": {**simulation_extra(ds), **s.extra,
+                  "activity_kind": activity_kind(ds, train_ids),
                   "training": {"method": "ridge", "components": k, "alpha": alpha,
                                "alphas": list(fit.alphas), "history": history,
                                "pixel_components": rank,
@@ -344,7 +185,8 @@ def train_ridge(s: RidgeSettings) -> TrainResult:
                                                                              front),
                                "seed": s.seed}},
     }
-    card = export_ridge(ds, s, out, val_ids, mask, front, u, v, bias, norm, train_ids, info)
+    card = export_ridge(ds, s.window, s.lag, s.seed, out, val_ids, mask, front, u, v, bias,
+                        norm, train_ids, info)
     log.info("ridge: alpha %g, validation r %.4f; %.1f s; wrote %s", alpha, score,
              train_time, out)
     return TrainResult(out, card, best + 1, len(fit.alphas), history)
@@ -388,11 +230,3 @@ def _validation_score(ds: SensoriumDataset, designs: list[tuple[np.ndarray, np.n
         recon[:, near] = (xe @ b if post is None else (xe @ b) @ post) + c
         per.append(clip_correlation(recon.reshape(len(xe), h, w), target, mask))
     return mean_over_clips(per)
-
-
-def _activity_kind(ds: SensoriumDataset, ids: Sequence[int]) -> str:
-    """'dff' when responses go negative (ΔF/F), else 'deconvolved' (non-negative)."""
-    for tid in ids[:5]:
-        if np.nanmin(ds.responses(tid)) < 0:
-            return "dff"
-    return "deconvolved"

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from cortexcast.decoder.live.model_card import ModelCard, ModelError
 from cortexcast.decoder.offline.dataset import SensoriumDataset
-from cortexcast.decoder.live.model_card import ModelCard, ModelError, save_card, save_mask
-from cortexcast.decoder.training.train import ONNX_TOLERANCE
-from cortexcast.decoder.training.ridge import (MIN_STD, LinearFrontEnd, RidgeFit, RidgeSettings, _stds,
-                                    trial_design)
+from cortexcast.decoder.training.common import ONNX_TOLERANCE, save_beside
+from cortexcast.decoder.training.ridge_fit import LinearFrontEnd, RidgeFit, trial_design
 from cortexcast.decoder.training.windows import Normalisation, pad_responses, windows_of
 
 log = logging.getLogger("decoder.ridge")
@@ -90,8 +89,9 @@ def build_onnx(front: LinearFrontEnd, lag_weights: np.ndarray, pixel_basis: np.n
     return model
 
 
-def export_ridge(ds: SensoriumDataset, s: RidgeSettings, out: Path, val_ids: list[int],
-                 mask: np.ndarray, front: LinearFrontEnd, lag_weights: np.ndarray,
+def export_ridge(ds: SensoriumDataset, window: int, lag: int, seed: int, out: Path,
+                 val_ids: list[int], mask: np.ndarray, front: LinearFrontEnd,
+                 lag_weights: np.ndarray,
                  pixel_basis: np.ndarray, bias: np.ndarray, norm: Normalisation,
                  train_ids: list[int], info: dict[str, Any]) -> ModelCard:
     """Write the graph, check it with onnxruntime against numpy on held-out windows, then the
@@ -102,18 +102,18 @@ def export_ridge(ds: SensoriumDataset, s: RidgeSettings, out: Path, val_ids: lis
     h, w = ds.frame_shape
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".tmp.onnx")
-    onnx.save(build_onnx(front, lag_weights, pixel_basis, bias, s.window, h, w), str(tmp))
-    rng = np.random.default_rng(s.seed + 1)
+    onnx.save(build_onnx(front, lag_weights, pixel_basis, bias, window, h, w), str(tmp))
+    rng = np.random.default_rng(seed + 1)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(tmp), sess_options=opts, providers=["CPUExecutionProvider"])
     diff, probes = 0.0, 0
     for tid in val_ids[:4]:
-        padded = pad_responses(ds.responses(tid), s.window, s.lag)
+        padded = pad_responses(ds.responses(tid), window, lag)
         frames = rng.choice(ds.length(tid), size=min(8, ds.length(tid)), replace=False)
-        design = trial_design(ds, tid, front, s.window, s.lag)[frames].astype(np.float64)
+        design = trial_design(ds, tid, front, window, lag)[frames].astype(np.float64)
         ref = (design @ lag_weights) @ pixel_basis + bias
-        for win, r in zip(windows_of(padded, s.window, frames), ref):
+        for win, r in zip(windows_of(padded, window, frames), ref):
             got = sess.run(["frame"], {"activity": win[None].astype(np.float32)})[0]
             diff = max(diff, float(np.max(np.abs(got.reshape(-1) - r))))
             probes += 1
@@ -123,31 +123,10 @@ def export_ridge(ds: SensoriumDataset, s: RidgeSettings, out: Path, val_ids: lis
         raise ModelError(f"onnxruntime and numpy disagree by {diff:.3g} (> {ONNX_TOLERANCE:.3g})"
                          " on held-out input; the export is not trustworthy, nothing written")
     tmp.replace(out)
-    b_mean, b_std = behavior_stats(ds, train_ids)
+    b_mean, b_std = ds.behavior_statistics(train_ids)
     info["extra"]["behavior_mean"] = [float(v) for v in b_mean]
-    np.savez(out.with_suffix(".norm.npz"), resp_mean=np.asarray(norm.resp_mean, np.float32),
-             resp_std=_stds(norm).astype(np.float32), behavior_mean=b_mean, behavior_std=b_std)
-    card = ModelCard(neurons=ds.n_neurons, window=s.window, lag=s.lag, height=h, width=w,
+    card = ModelCard(neurons=ds.n_neurons, window=window, lag=lag, height=h, width=w,
                      onnx_max_abs_diff=diff, **info)
-    save_card(card, out)
-    save_mask(mask, out)
+    save_beside(out, card, mask, norm.resp_mean, norm.safe_std(), b_mean, b_std)
     return card
 
-
-def behavior_stats(ds: SensoriumDataset, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std of [pupil, running, pupil_x, pupil_y] over the training trials."""
-    s1, s2, n = np.zeros(4), np.zeros(4), np.zeros(4)
-    for tid in ids:
-        for cols, arr in ((slice(0, 2), ds.behavior(tid)), (slice(2, 4), ds.pupil_center(tid))):
-            if arr is None:
-                continue
-            a = np.asarray(arr, np.float64)
-            ok = np.isfinite(a)
-            a = np.where(ok, a, 0.0)
-            s1[cols] += a.sum(0)
-            s2[cols] += (a * a).sum(0)
-            n[cols] += ok.sum(0)
-    mean = np.where(n > 0, s1 / np.maximum(n, 1), 0.0)
-    std = np.sqrt(np.maximum(s2 / np.maximum(n, 1) - mean**2, 0.0))
-    std = np.where(std > MIN_STD, std, 1.0)
-    return mean.astype(np.float32), std.astype(np.float32)

@@ -27,11 +27,11 @@ def write_synthetic_dataset(
     eval_mask: bool = False, seed: int = 0, height: int = 36, width: int = 64,
 ) -> Path:
     """Write the folder; trials of ``withheld`` tiers get no response files."""
+    from cortexcast.decoder.offline.sensorium_writer import SensoriumWriter
+
     rng = np.random.default_rng(seed)
     root = Path(root)
-    for sub in ("data/videos", "data/responses", "data/behavior", "data/pupil_center",
-                "meta/trials", "meta/neurons"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
+    out = SensoriumWriter(root)
     yy, xx = np.mgrid[0:height, 0:width]
     cy = rng.uniform(height * 0.25, height * 0.75, neurons)
     cx = rng.uniform(width * 0.25, width * 0.75, neurons)
@@ -52,30 +52,25 @@ def write_synthetic_dataset(
         video[:, :, :length] = np.moveaxis(movie[delay:], 0, -1)
         # response at t reflects the movie at t - delay (movie[delay:] is the video)
         resp = 1.0 + 2.0 * drive[:length] + noise * rng.standard_normal((length, neurons))
-        np.save(root / f"data/videos/{tid}.npy", video)
         full = np.full((neurons, padded), np.nan, np.float32)
         full[:, :length] = resp.T
         if tier not in withheld:
-            np.save(root / f"data/responses/{tid}.npy", full)
             all_resp.append(resp)
-        for kind in ("behavior", "pupil_center"):
+        beh = []
+        for _ in ("behavior", "pupil_center"):
             b = np.full((2, padded), np.nan, np.float32)
             b[:, :length] = rng.normal(size=(2, length))
-            np.save(root / f"data/{kind}/{tid}.npy", b)
-    np.save(root / "meta/trials/tiers.npy", tier_names)
-    np.save(root / "meta/neurons/unit_ids.npy", np.arange(neurons))
+            beh.append(b)
+        out.trial(tid, video, None if tier in withheld else full, *beh)
+    out.trials_meta(tier_names)
     coords = np.stack([cx * 10, cy * 10, rng.uniform(200, 400, neurons)], 1)
-    np.save(root / "meta/neurons/cell_motor_coordinates.npy", coords.astype(np.float32))
+    out.neurons(np.arange(neurons), coords.astype(np.float32))
     if statistics and all_resp:
         r = np.concatenate(all_resp)
-        for var, mean, std in (("responses", r.mean(0), r.std(0)),
-                               ("videos", np.float32(80), np.float32(50))):
-            d = root / "meta/statistics" / var / "all"
-            d.mkdir(parents=True, exist_ok=True)
-            np.save(d / "mean.npy", np.asarray(mean, np.float32))
-            np.save(d / "std.npy", np.asarray(std, np.float32))
+        out.statistics("responses", r.mean(0), r.std(0))
+        out.statistics("videos", 80, 50)
     if eval_mask:
-        np.save(root / "eval_mask.npy", np.abs(rf).sum(0) > 0.05 * np.abs(rf).sum(0).max())
+        out.eval_mask(np.abs(rf).sum(0) > 0.05 * np.abs(rf).sum(0).max())
     return root
 
 
@@ -100,7 +95,9 @@ def write_linear_model(path: str | Path, *, neurons: int, window: int = 10, lag:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    from cortexcast.core.behavior import BEHAVIOR_KEYS
     from cortexcast.decoder.live.model_card import ModelCard, save_card
+    from cortexcast.decoder.live.pixel_decoder import save_training_stats
 
     rng = np.random.default_rng(seed)
     f32 = np.float32
@@ -143,7 +140,7 @@ def write_linear_model(path: str | Path, *, neurons: int, window: int = 10, lag:
         out = "lin_b"
         inputs.append(helper.make_tensor_value_info("behavior", TensorProto.FLOAT,
                                                     [1, window, 4]))
-        extra = {"behavior_inputs": ["pupil", "running", "pupil_x", "pupil_y"],
+        extra = {"behavior_inputs": list(BEHAVIOR_KEYS),
                  "behavior_mean": beh_mean.tolist()}
     nodes.append(helper.make_node("Reshape", [out, const("frame_shape", np.array(
         [1, height, width], np.int64))], ["frame"]))
@@ -157,10 +154,8 @@ def write_linear_model(path: str | Path, *, neurons: int, window: int = 10, lag:
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     if norm is not None:
-        np.savez(path.with_suffix(".norm.npz"), resp_mean=np.asarray(norm[0], f32),
-                 resp_std=np.asarray(norm[1], f32),
-                 behavior_mean=np.array([5.0, 2.0, 0.0, 0.0], f32),
-                 behavior_std=np.ones(4, f32))
+        save_training_stats(path, norm[0], norm[1], np.array([5.0, 2.0, 0.0, 0.0], f32),
+                            np.ones(4, f32))
     save_card(ModelCard(neurons=card_neurons or neurons, window=window, lag=lag, height=height,
                         width=width, method="random linear (test stand-in)", extra=extra), path)
     return path

@@ -16,6 +16,9 @@ import numpy as np
 
 from cortexcast.decoder.offline.dataset import SensoriumDataset
 
+MIN_STD = 1e-6
+"""A response std at or below this (or not finite) counts as 1 when z-scoring."""
+
 
 def pad_responses(responses: np.ndarray, window: int, lag: int) -> np.ndarray:
     """(T, N) -> (T + W - 1, N) float32, NaN -> 0, zero rows around the trial."""
@@ -40,6 +43,11 @@ class Normalisation:
     video_std: float
     source: str
     """'dataset statistics' or 'computed from training trials'."""
+
+    def safe_std(self) -> np.ndarray:
+        """(N,) float64 response std with non-finite or ~0 values replaced by 1 (z-scoring)."""
+        std = np.asarray(self.resp_std, np.float64)
+        return np.where(np.isfinite(std) & (std > MIN_STD), std, 1.0)
 
 
 def normalisation(ds: SensoriumDataset, train_ids: Sequence[int]) -> Normalisation:

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BEHAVIOR_KEYS = ("pupil", "running", "pupil_x", "pupil_y")
+from cortexcast.core.behavior import N_BEHAVIOR
+
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,10 @@ class VideoEncoder(nn.Module):
         """(x, y) in grid_sample coordinates, -1..1."""
         self.features = nn.Parameter(torch.randn(n, c) / np.sqrt(c))
         self.bias = nn.Parameter(torch.zeros(n))
-        self.behavior_add = nn.Parameter(torch.zeros(n, 4))
-        self.behavior_gain = nn.Parameter(torch.zeros(n, 4))
-        for name, size in (("video_mean", 1), ("video_std", 1), ("behavior_mean", 4),
-                           ("behavior_std", 4)):
+        self.behavior_add = nn.Parameter(torch.zeros(n, N_BEHAVIOR))
+        self.behavior_gain = nn.Parameter(torch.zeros(n, N_BEHAVIOR))
+        for name, size in (("video_mean", 1), ("video_std", 1), ("behavior_mean", N_BEHAVIOR),
+                           ("behavior_std", N_BEHAVIOR)):
             self.register_buffer(name, torch.zeros(size) if "mean" in name else torch.ones(size))
 
     def set_normalisation(self, video_mean: float, video_std: float,

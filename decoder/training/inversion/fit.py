@@ -23,7 +23,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from cortexcast.decoder.offline.dataset import DatasetError, SensoriumDataset
+from cortexcast.core.behavior import fill_missing
+from cortexcast.decoder.offline.dataset import SensoriumDataset
+from cortexcast.decoder.training.common import split_trials
 from cortexcast.decoder.training.inversion.encoder import (
     EncoderShape, VideoEncoder, estimate_positions, poisson_loss,
 )
@@ -68,21 +70,10 @@ class FitSettings:
 
 
 # ------------------------------------------------------------------ data
-def behavior_rows(ds: SensoriumDataset, tid: int) -> np.ndarray:
-    """(T, 4) raw [pupil, running, pupil_x, pupil_y]; absent variables are NaN."""
-    t = ds.length(tid)
-    out = np.full((t, 4), np.nan, np.float32)
-    b, p = ds.behavior(tid), ds.pupil_center(tid)
-    if b is not None:
-        out[:, : min(2, b.shape[1])] = b[:, :2]
-    if p is not None:
-        out[:, 2: 2 + min(2, p.shape[1])] = p[:, :2]
-    return out
-
-
-def fill_behavior(rows: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """NaN (missing frames or variables) -> the mean, so they add nothing."""
-    return np.where(np.isfinite(rows), rows, mean[None]).astype(np.float32)
+def clip_behavior(ds: SensoriumDataset, tid: int, mean: np.ndarray) -> np.ndarray:
+    """(T, 4) raw behaviour of one trial, missing values (frames, variables or files) filled
+    with the training ``mean`` so they add nothing (:mod:`cortexcast.core.behavior`)."""
+    return fill_missing(ds.behavior_rows(tid), mean, ds.length(tid))
 
 
 def response_scale(ds: SensoriumDataset, ids: Sequence[int]) -> np.ndarray:
@@ -108,27 +99,15 @@ def input_statistics(ds: SensoriumDataset, ids: Sequence[int]) -> dict[str, np.n
         vids = [ds.video(i) for i in ids[:40]]
         cat = np.concatenate([v.ravel() for v in vids])
         vmean, vstd = float(np.nanmean(cat)), float(np.nanstd(cat))
-    rows = np.concatenate([behavior_rows(ds, i) for i in ids])
-    with np.errstate(all="ignore"):
-        bmean = np.nanmean(rows, 0) if len(rows) else np.zeros(4)
-        bstd = np.nanstd(rows, 0) if len(rows) else np.ones(4)
-    bmean = np.where(np.isfinite(bmean), bmean, 0.0)
-    bstd = np.where(np.isfinite(bstd) & (bstd > 0), bstd, 1.0)
+    bmean, bstd = ds.behavior_statistics(ids)
     return {"video_mean": np.float32(vmean), "video_std": np.float32(max(vstd, 1e-3)),
-            "behavior_mean": bmean.astype(np.float32), "behavior_std": bstd.astype(np.float32)}
+            "behavior_mean": bmean, "behavior_std": bstd}
 
 
 def split(ds: SensoriumDataset, s: FitSettings) -> tuple[list[int], list[int]]:
-    train = [i for i in ds.trial_ids(s.train_tier) if ds.trials[i].has_responses]
-    if not train:
-        raise DatasetError(f"{ds.root}: tier {s.train_tier!r} has no trials with responses "
-                           "to fit the encoding model on")
-    val = [i for i in ds.trial_ids(s.val_tier) if ds.trials[i].has_responses]
-    if not val:
-        rng = np.random.default_rng(s.seed)
-        order = [int(i) for i in rng.permutation(train)]
-        k = max(1, len(order) // 10) if len(order) > 1 else 0
-        val, train = (order[:k] or order), (order[k:] or order)
+    """The split of ``cortexcast train`` (:func:`~cortexcast.decoder.training.common.split_trials`),
+    validation cut to ``max_val_trials``."""
+    train, val, _ = split_trials(ds, s.train_tier, s.val_tier, s.seed)
     return sorted(train), sorted(val)[: s.max_val_trials]
 
 
@@ -147,7 +126,7 @@ def _load(ds: SensoriumDataset, ids: Sequence[int], scale: np.ndarray, history: 
         out.videos.append(np.concatenate(
             [np.full((history, *v.shape[1:]), stats["video_mean"], np.float32), v]))
         out.targets.append(scaled_targets(ds.responses(tid), scale).astype(np.float16))
-        b = fill_behavior(behavior_rows(ds, tid), stats["behavior_mean"])
+        b = clip_behavior(ds, tid, stats["behavior_mean"])
         out.behavior.append(np.concatenate([np.repeat(stats["behavior_mean"][None], history, 0),
                                             b]).astype(np.float32))
     return out

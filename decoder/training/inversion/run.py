@@ -18,22 +18,14 @@ import torch
 
 from cortexcast.decoder.offline.dataset import SensoriumDataset
 from cortexcast.decoder.offline.evaluate import choose_mask
+from cortexcast.decoder.training.device import pick_device
 from cortexcast.decoder.training.inversion.fit import (
-    FitSettings, behavior_rows, fit_encoders, fill_behavior, scaled_targets,
+    FitSettings, clip_behavior, fit_encoders, scaled_targets,
 )
 from cortexcast.decoder.training.inversion.invert import InversionSettings, invert_clip
 from cortexcast.decoder.offline.reconstruct import ReconstructResult, missing_responses_message, tier_ids
 
 log = logging.getLogger("cortexcast.decoder.training.inversion")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for but CUDA is not available")
-    return dev
 
 
 def reconstruct_inversion(data_dir: str | Path, tier: str, out_dir: str | Path, *,
@@ -81,7 +73,7 @@ def reconstruct_inversion(data_dir: str | Path, tier: str, out_dir: str | Path, 
         resp = ds.responses(tid)
         nan_values += int(np.count_nonzero(~np.isfinite(resp)))
         targets = scaled_targets(resp, scale)
-        beh = fill_behavior(behavior_rows(ds, tid), stats["behavior_mean"])
+        beh = clip_behavior(ds, tid, stats["behavior_mean"])
         recon = invert_clip(models, targets, beh, mask, inversion, grey, dev,
                             seed=fit.seed + k, step=step)
         path = out / f"{tid}.npy"

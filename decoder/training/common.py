@@ -1,0 +1,169 @@
+"""What ``--method ridge`` and ``--method decoder`` share, without torch.
+
+The settings and result of ``cortexcast train``, the train/validation split, the card extras
+every trained model gets (the simulator's ``sim.json``, the activity kind), the export
+tolerance and the one ridge alpha grid. ``--method ridge`` runs in an environment without
+torch, so nothing here (nor in :mod:`~cortexcast.decoder.training.ridge`) may import it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from cortexcast.decoder.live.model_card import ModelCard, save_card, save_mask
+from cortexcast.decoder.live.pixel_decoder import save_training_stats
+from cortexcast.decoder.offline.dataset import DatasetError, SensoriumDataset
+
+log = logging.getLogger("cortexcast.decoder.training.train")
+
+ONNX_TOLERANCE = 1e-3 * 255
+"""Max |onnxruntime - reference| accepted on held-out windows, on the 0..255 scale."""
+DEFAULT_TIME_BUDGET_S = 1200.0
+DEFAULT_ENSEMBLE = 4
+ALPHAS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+"""Relative ridge penalties tried (penalty = alpha x mean eigenvalue of the centred XᵀX), by
+``--method ridge`` and by the decoder's ridge branch; the best on validation wins."""
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What every ``cortexcast train`` method takes first: data, model path, window and lag."""
+
+    data: str
+    """Dataset folder (Sensorium 2023 layout)."""
+    out: str
+    """Path of the ONNX file; the card (.json), mask (.mask.npy) and .norm.npz go beside it."""
+    window: int = 10
+    """W: imaging frames per reconstruction (1..10)."""
+    lag: int = 5
+    """L: frames of responses after the reconstructed frame (0..W-1); 5 = 167 ms at 30 Hz."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.window <= 10:
+            raise ValueError(f"window must be in 1..10, got {self.window}")
+        if not 0 <= self.lag <= self.window - 1:
+            raise ValueError(f"lag must be in 0..window-1 ({self.window - 1}), got {self.lag}")
+        if not str(self.out).endswith(".onnx"):
+            raise ValueError(f"the model path must end in .onnx, got {self.out}")
+
+
+@dataclass(frozen=True)
+class TrainSettings(ModelSettings):
+    """``cortexcast train --method decoder`` (one or several ``--data`` folders)."""
+
+    epochs: int = 200
+    """Most passes over the training frames (early stopping and the budget usually end it)."""
+    time_budget_s: float | None = DEFAULT_TIME_BUDGET_S
+    """Wall-clock limit (s) from the start of ``train`` (setup included) to the end of the
+    last training step; the last validation and the export come after. None = no limit."""
+    seed: int = 0
+    device: str = "auto"
+    """'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ..."""
+    lr: float = 3e-4
+    weight_decay: float = 1e-2
+    batch: int = 128
+    """Frames per member per step."""
+    patience: int = 10
+    corr_weight: float = 1.0
+    readout: int = 256
+    """K: principal components per imaging frame (the front end, and the ridge branch)."""
+    pixels: int = 256
+    """P: principal components of the frames the decoder outputs (the rest is never decoded)."""
+    row_features: int = 16
+    hidden: int = 64
+    dropout: float = 0.5
+    ensemble: int = DEFAULT_ENSEMBLE
+    """Members averaged inside the one ONNX graph."""
+    behavior: bool = True
+    """Use pupil, running and pupil centre (when the dataset has them)."""
+    gain: bool = True
+    """Divide out each neuron's behavioural (pupil, running) gain (needs behaviour)."""
+    eye_shifts: tuple[float, ...] = (0.0, 1.5, -1.5, 3.0, -3.0, 4.5, -4.5)
+    """Eye-shift gains (pixels per pupil-centre z) tried for the retinal ridge branch."""
+    feature_noise: float = 0.3
+    """Std of Gaussian noise added to standardised features while training (augmentation)."""
+    alphas: tuple[float, ...] = ALPHAS
+    pca_frames: int = 8000
+    train_tier: str = "train"
+    val_tier: str = "oracle"
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Copied into the card's ``extra``; a dataset's ``sim.json`` (from ``cortexcast
+    simulate``) is copied there as ``simulation`` without asking."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if min(self.epochs, self.batch, self.readout, self.ensemble, self.row_features,
+               self.hidden, self.pixels, self.patience) < 1:
+            raise ValueError("epochs, batch, readout, ensemble, patience and the layer sizes "
+                             "must be >= 1")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise ValueError(f"time budget must be > 0 s, got {self.time_budget_s}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    card: ModelCard
+    best_epoch: int
+    epochs_run: int
+    history: list[dict[str, float]]
+
+
+def split_trials(ds: SensoriumDataset, train_tier: str, val_tier: str,
+                 seed: int) -> tuple[list[int], list[int], str]:
+    """(training ids, validation ids, description): the trials of ``train_tier`` with
+    responses; validation = ``val_tier``'s trials with responses, else a seeded 10 % of the
+    training trials held out (with fewer than 2 training trials: validation on them)."""
+    train_ids = [i for i in ds.trial_ids(train_tier) if ds.trials[i].has_responses]
+    if not train_ids:
+        raise DatasetError(f"{ds.root}: tier {train_tier!r} has no trials with responses")
+    val_ids = [i for i in ds.trial_ids(val_tier) if ds.trials[i].has_responses]
+    if val_ids:
+        return train_ids, val_ids, val_tier
+    if ds.trial_ids(val_tier):
+        log.warning("tier %s has no responses; holding out training trials", val_tier)
+    if len(train_ids) < 2:
+        return train_ids, train_ids, f"{train_tier} (no held-out trials!)"
+    rng = np.random.default_rng(seed)
+    order = list(rng.permutation(train_ids))
+    n_val = max(1, len(order) // 10)
+    return sorted(int(i) for i in order[n_val:]), sorted(int(i) for i in order[:n_val]), \
+        f"{n_val} trials held out of {train_tier}"
+
+
+def simulation_extra(ds: SensoriumDataset) -> dict[str, Any]:
+    """``{"simulation": ...}`` from the ``sim.json`` that ``cortexcast simulate`` writes."""
+    p = ds.root / "sim.json"
+    if not p.is_file():
+        return {}
+    try:
+        return {"simulation": json.loads(p.read_text())}
+    except (OSError, json.JSONDecodeError) as exc:
+        log.warning("%s: not readable JSON (%s); not copied into the card", p, exc)
+        return {}
+
+
+def activity_kind(ds: SensoriumDataset, ids: Sequence[int]) -> str:
+    """'dff' when responses go negative (ΔF/F), else 'deconvolved' (non-negative)."""
+    for tid in ids[:5]:
+        if np.nanmin(ds.responses(tid)) < 0:
+            return "dff"
+    return "deconvolved"
+
+
+def save_beside(out: Path, card: ModelCard, mask: np.ndarray, resp_mean: np.ndarray,
+                resp_std: np.ndarray, behavior_mean: np.ndarray,
+                behavior_std: np.ndarray) -> None:
+    """The files every trained model has beside its ``.onnx``: card, mask and ``.norm.npz``."""
+    save_card(card, out)
+    save_mask(mask, out)
+    save_training_stats(out, resp_mean, resp_std, behavior_mean, behavior_std)

@@ -1,0 +1,161 @@
+"""The closed-form pieces of ``--method ridge``: PCA front end, causal design rows, and ridge
+for a grid of alphas from accumulated sums. numpy only (no torch, no ONNX); the training loop
+is :mod:`cortexcast.decoder.training.ridge`, the export :mod:`~cortexcast.decoder.training.ridge_export`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from cortexcast.decoder.offline.dataset import DatasetError, SensoriumDataset
+from cortexcast.decoder.training.windows import Normalisation, pad_responses
+
+
+@dataclass(frozen=True)
+class RidgeFit:
+    """Closed-form ridge solutions y ≈ x @ W(alpha) + b(alpha) for a grid of alphas.
+
+    Held as one eigendecomposition of the centred XᵀX (``evecs``, ``evals``) and
+    ``proj = evecsᵀ Xᵀy``, so every alpha costs one product, and the grid is never held
+    as a stack of weight matrices.
+    """
+
+    alphas: tuple[float, ...]
+    evecs: np.ndarray  # (D, D)
+    evals: np.ndarray  # (D,)
+    proj: np.ndarray  # (D, P)
+    x_mean: np.ndarray  # (D,)
+    y_mean: np.ndarray  # (P,)
+    scale: float  # trace(C) / D: relative alpha 1 = this absolute penalty
+
+    def penalty(self, j: int) -> float:
+        return self.alphas[j] * self.scale
+
+    def solution(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """(weights (D, P), intercept (P,)) for ``alphas[j]``."""
+        b = self.evecs @ (self.proj / (self.evals + self.penalty(j))[:, None])
+        return b, self.y_mean - self.x_mean @ b
+
+
+def fit_ridge(xtx: np.ndarray, xty: np.ndarray, x_sum: np.ndarray, y_sum: np.ndarray,
+              count: int, alphas: Sequence[float]) -> RidgeFit:
+    """Ridge regression with an unpenalised intercept, from accumulated sums.
+
+    ``xtx`` = Σ xᵀx (D, D), ``xty`` = Σ xᵀy (D, P), ``x_sum``/``y_sum`` the column sums and
+    ``count`` the number of rows. Each alpha is relative: penalty = alpha × trace(C) / D of the
+    centred XᵀX C, so the same grid suits any feature scale. One eigendecomposition serves all.
+    """
+    if count < 2:
+        raise ValueError(f"ridge needs at least 2 rows, got {count}")
+    if not alphas or any(not (a > 0 and np.isfinite(a)) for a in alphas):
+        raise ValueError(f"alphas must be positive finite numbers, got {tuple(alphas)!r}")
+    mx, my = x_sum / count, y_sum / count
+    c = xtx - count * np.outer(mx, mx)
+    cy = xty - count * np.outer(mx, my)
+    evals, evecs = np.linalg.eigh((c + c.T) / 2)
+    evals = np.maximum(evals, 0.0)
+    scale = float(np.trace(c)) / c.shape[0] or 1.0
+    return RidgeFit(tuple(float(a) for a in alphas), evecs, evals, evecs.T @ cy, mx, my, scale)
+
+
+# ----------------------------------------------------------------------------- features
+@dataclass(frozen=True)
+class LinearFrontEnd:
+    """Raw activity row (N,) -> PCA features (K,): ``x @ a + c`` (normalisation folded in)."""
+
+    a: np.ndarray  # (N, K) float32
+    c: np.ndarray  # (K,) float32
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        return rows @ self.a + self.c
+
+
+def zscored(resp: np.ndarray, mean: np.ndarray, inv_std: np.ndarray) -> np.ndarray:
+    r = np.nan_to_num(resp, nan=0.0, posinf=0.0, neginf=0.0)
+    return (r - mean) * inv_std
+
+
+def fit_pca(ds: SensoriumDataset, ids: Sequence[int], norm: Normalisation, k: int,
+            max_frames: int, seed: int) -> tuple[LinearFrontEnd, np.ndarray]:
+    """Top-k principal axes of the z-scored responses; (front end, explained variances)."""
+    n = ds.n_neurons
+    k = min(k, n)
+    mean = np.asarray(norm.resp_mean, np.float32)
+    inv_std = (1.0 / norm.safe_std()).astype(np.float32)
+    total = sum(ds.length(i) for i in ids)
+    step = max(1, int(np.ceil(total / max_frames)))
+    m = np.zeros((n, n), np.float64)
+    used, offset, buf = 0, 0, []
+
+    def flush() -> None:
+        if buf:
+            z = np.concatenate(buf)
+            m[:] += z.T @ z
+            buf.clear()
+
+    for tid in ids:
+        r = ds.responses(tid)
+        rows = np.arange((-offset) % step, len(r), step)
+        offset += len(r)
+        if rows.size:
+            buf.append(zscored(r[rows], mean, inv_std).astype(np.float32))
+            used += rows.size
+        if sum(len(b) for b in buf) >= 1024:
+            flush()
+    flush()
+    if used < 2:
+        raise DatasetError(f"{ds.root}: too few training frames for a PCA ({used})")
+    m = (m / used).astype(np.float32)
+    # randomised subspace iteration: k + 10 columns, 4 power steps, then a small eigenproblem
+    rng = np.random.default_rng(seed)
+    q = np.linalg.qr(m @ rng.standard_normal((n, min(n, k + 10))))[0]
+    for _ in range(4):
+        q = np.linalg.qr(m @ q)[0]
+    small = q.T @ m @ q
+    ev, vec = np.linalg.eigh((small + small.T) / 2)
+    order = np.argsort(ev)[::-1][:k]
+    v = q @ vec[:, order]  # (N, k)
+    a = (v * inv_std[:, None]).astype(np.float32)
+    c = (-(mean * inv_std) @ v).astype(np.float32)
+    return LinearFrontEnd(a, c), ev[order]
+
+
+def trial_features(ds: SensoriumDataset, tid: int, front: LinearFrontEnd, window: int,
+                   lag: int) -> np.ndarray:
+    """(T + W - 1, K) PCA features of one padded trial (zero raw rows outside it, as live)."""
+    return front(pad_responses(ds.responses(tid), window, lag))
+
+
+def windows_flat(feats: np.ndarray, t: int, window: int) -> np.ndarray:
+    """(T, W·K) design rows: row t = features t .. t + W - 1 (oldest first), flattened."""
+    idx = np.arange(t)[:, None] + np.arange(window)[None]
+    return feats[idx].reshape(t, -1)
+
+
+def trial_design(ds: SensoriumDataset, tid: int, front: LinearFrontEnd, window: int,
+                 lag: int) -> np.ndarray:
+    """(T, W·K) lagged PCA features of one trial, exactly as the ONNX graph computes them."""
+    return windows_flat(trial_features(ds, tid, front, window, lag), ds.length(tid), window)
+
+
+def window_gram(feats: np.ndarray, t: int, window: int) -> np.ndarray:
+    """XᵀX of :func:`windows_flat` without building X: W lagged K×K products per trial.
+
+    Block (a, a + d) = Σ_{s=a}^{a+T-1} f[s]ᵀ f[s+d] = the full lag-d product minus the
+    few rows before ``a`` and after ``a + T - 1`` (W times cheaper than X ᵀX).
+    """
+    k = feats.shape[1]
+    n = len(feats)
+    g = np.empty((window * k, window * k))
+    for d in range(window):
+        full = feats[: n - d].T @ feats[d:]
+        for a in range(window - d):
+            b = a + d
+            blk = full - feats[:a].T @ feats[d:a + d] - feats[a + t: n - d].T @ feats[a + t + d:]
+            g[a * k:(a + 1) * k, b * k:(b + 1) * k] = blk
+            if d:
+                g[b * k:(b + 1) * k, a * k:(a + 1) * k] = blk.T
+    return g
