@@ -72,3 +72,49 @@ def test_the_bare_folder_names_are_not_importable() -> None:
             f"sys.exit(any(importlib.util.find_spec(n) for n in {FOLDERS!r}))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=Path.home(), capture_output=True)
     assert proc.returncode == 0, "a bare daq/stream/decoder/display package is installed"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[0] in FOLDERS:
+        parts.insert(0, "cortexcast")
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def test_no_import_cycles() -> None:
+    """No module reaches itself through our imports (function-level ones included)."""
+    paths = [p for top in ("cortexcast", *FOLDERS) for p in (ROOT / top).rglob("*.py")]
+    modules = {_module_name(p): p for p in paths}
+    graph = {m: {dep for _, dep in _imported_modules(p) if dep in modules and dep != m}
+             for m, p in modules.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(m: str) -> None:  # Tarjan's strongly connected components
+        index[m] = low[m] = len(index)
+        stack.append(m)
+        for dep in graph[m]:
+            if dep not in index:
+                visit(dep)
+                low[m] = min(low[m], low[dep])
+            elif dep in stack:
+                low[m] = min(low[m], index[dep])
+        if low[m] == index[m]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == m:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for m in sorted(graph):
+        if m not in index:
+            visit(m)
+    assert not cycles, f"import cycles: {cycles}"

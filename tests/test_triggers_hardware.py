@@ -15,7 +15,8 @@ import os
 
 import pytest
 
-from cortexcast.decoder.closed_loop.outputs.output import NiTtlSettings, OutputSettings, SerialCommandSettings, make_output
+from cortexcast.decoder.closed_loop.outputs.factory import make_output
+from cortexcast.decoder.closed_loop.outputs.output import NiTtlSettings, OutputSettings, SerialCommandSettings
 
 pytestmark = pytest.mark.hardware
 

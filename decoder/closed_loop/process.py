@@ -46,7 +46,8 @@ from cortexcast.core.config import path_field
 from cortexcast.core.events import LoopEvent, Reconstruction, from_message
 from cortexcast.core.message import Message, MessageError
 from cortexcast.core.runtime import ProcessRun, StopSignals, percentiles_ms
-from cortexcast.decoder.closed_loop.outputs.output import OutputSettings, make_output
+from cortexcast.decoder.closed_loop.outputs.factory import make_output
+from cortexcast.decoder.closed_loop.outputs.output import OutputSettings
 from cortexcast.decoder.closed_loop.outputs.worker import TriggerWorker
 from cortexcast.decoder.closed_loop.rules import Rule, RuleSettings, build_rule
 from cortexcast.stream.pubsub import Sockets, Subscriber

@@ -134,19 +134,3 @@ class TriggerOutput(Protocol):
     def fire(self) -> int: ...
 
     def close(self) -> None: ...
-
-
-def make_output(settings: OutputSettings) -> TriggerOutput:
-    """The backend an output's settings name (not yet opened)."""
-    if settings.kind == "ni-ttl":
-        from cortexcast.decoder.closed_loop.outputs.ni_ttl import NiTtlOutput
-
-        return NiTtlOutput(settings.name, settings.ni)
-    if settings.kind == "serial":
-        from cortexcast.decoder.closed_loop.outputs.serial_command import SerialCommandOutput
-
-        assert settings.serial is not None
-        return SerialCommandOutput(settings.name, settings.serial)
-    from cortexcast.decoder.closed_loop.outputs.log_output import LogOutput
-
-    return LogOutput(settings.name)
