@@ -22,8 +22,9 @@ from nidaqmx.task.collections import DOChannelCollection
 from cortexcast.core.config import ConfigError, settings_from_table
 from cortexcast.decoder.closed_loop.outputs.log_output import LogOutput
 from cortexcast.decoder.closed_loop.outputs.ni_ttl import NiTtlOutput
+from cortexcast.decoder.closed_loop.outputs.factory import make_output
 from cortexcast.decoder.closed_loop.outputs.output import (
-    NiTtlSettings, OutputSettings, SerialCommandSettings, TriggerError, make_output,
+    NiTtlSettings, OutputSettings, SerialCommandSettings, TriggerError,
 )
 from cortexcast.decoder.closed_loop.outputs.serial_command import SerialCommandOutput
 from cortexcast.decoder.closed_loop.outputs.worker import TriggerWorker
