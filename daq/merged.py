@@ -13,6 +13,12 @@ rig's); with "stimulus", its StimulusFrames likewise. Sync events carry imaging-
 from pulse counts (``first_frame`` / ``numbering`` in each source's settings); the merger
 compares them with the frame source's frame numbers and reports the offset and any sync that
 lies far from the frames (``sync_unmatched``), which means the numbering is misconfigured.
+
+A behaviour source ("behavior", an eye tracker) yields no events of its own: it never ends
+until closed, and every SyncEvent leaving here (the frame source's or a sync source's) gets
+the eye channels of its latest sample at or before the sync's arrival here, or
+``behavior_stale = 1.0`` when there is none within ``stale_s``
+(:meth:`cortexcast.daq.behavior_source.BehaviorFeed.enrich`).
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from typing import Any, Iterator, Mapping
 
 from cortexcast.core.events import Event, ImagingFrame, StimulusFrame, SyncEvent
 
+from cortexcast.daq.behavior_source.alignment import BehaviorFeed
 from cortexcast.daq.source import AcquisitionError, AcquisitionSource
 
 log = logging.getLogger(__name__)
@@ -36,19 +44,21 @@ class MergedSource(AcquisitionSource):
 
     def __init__(self, frames: AcquisitionSource, syncs: Mapping[str, AcquisitionSource], *,
                  queue_size: int = 2048, match_tolerance: int = 30,
-                 frame_stop_timeout_s: float = 2.0) -> None:
+                 frame_stop_timeout_s: float = 2.0, drain_grace_s: float = 0.2) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be >= 1")
         self.frames = frames
         self.syncs = dict(syncs)
         self.replace_sync = bool({"ni", "serial"} & set(self.syncs))
         self.replace_stimulus = "stimulus" in self.syncs
+        self.feeds = [s for s in self.syncs.values() if isinstance(s, BehaviorFeed)]
         self.match_tolerance = match_tolerance
-        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(queue_size)
+        self._queue: queue.Queue[tuple[str, Any, float]] = queue.Queue(queue_size)
         self._stop = threading.Event()
         self._threads: dict[str, threading.Thread] = {}
         self._frames_entered = False
         self.frame_stop_timeout_s = frame_stop_timeout_s
+        self.drain_grace_s = drain_grace_s
         self._stack: contextlib.ExitStack | None = None
         self.dropped: dict[str, int] = {}
         self.replaced = 0
@@ -122,13 +132,14 @@ class MergedSource(AcquisitionSource):
         self._put(name, _END, force=True)
 
     def _put(self, name: str, item: Any, force: bool = False) -> None:
+        entry = (name, item, time.monotonic())  # arrival: what behaviour samples are matched to
         try:
-            self._queue.put_nowait((name, item))
+            self._queue.put_nowait(entry)
         except queue.Full:
             if force:  # an end or an error must arrive: wait for room, unless stopping
                 while not self._stop.is_set():
                     try:
-                        self._queue.put((name, item), timeout=0.1)
+                        self._queue.put(entry, timeout=0.1)
                         return
                     except queue.Full:
                         continue
@@ -147,7 +158,7 @@ class MergedSource(AcquisitionSource):
             th.start()
         while not self._stop.is_set():
             try:
-                name, item = self._queue.get(timeout=0.2)
+                name, item, t_arrival = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
             if item is _END:
@@ -170,16 +181,28 @@ class MergedSource(AcquisitionSource):
                     self._last_frame = item.index
             elif isinstance(item, SyncEvent):
                 self._match(name, item)
-            yield item
+            yield self._enrich(item, t_arrival)
+
+    def _enrich(self, item: Event, t_arrival: float) -> Event:
+        """A SyncEvent with the behaviour sources' readings at its arrival."""
+        if isinstance(item, SyncEvent):
+            for feed in self.feeds:
+                item = feed.enrich(item, t_arrival)
+        return item
 
     def _drain(self) -> Iterator[Event]:
+        """What the sync sources still deliver after the frames ended: the queue, and what
+        arrives within ``drain_grace_s`` (the last flips' datagrams may still be in flight),
+        for at most 5 grace periods (a source that keeps sending must not hold the end)."""
+        deadline = time.monotonic() + 5 * self.drain_grace_s
         while True:
             try:
-                name, item = self._queue.get_nowait()
+                name, item, t_arrival = self._queue.get(
+                    timeout=max(0.0, min(self.drain_grace_s, deadline - time.monotonic())))
             except queue.Empty:
                 return
             if item is not _END and not isinstance(item, BaseException):
-                yield item
+                yield self._enrich(item, t_arrival)
 
     def _match(self, name: str, ev: SyncEvent) -> None:
         """Compare a sync pulse's frame number with the frame source's latest frame."""

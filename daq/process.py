@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from cortexcast.core.config import path_field
 from cortexcast.core.runtime import ProcessRun, StopSignals
+from cortexcast.daq.behavior_source.settings import BehaviorSettings
 from cortexcast.daq.ni.settings import NiSettings
 from cortexcast.daq.scanimage.tiff_source import TiffSettings
 from cortexcast.daq.scanimage.zmq_source import BridgeSettings, ScanImageStreamSettings
@@ -46,13 +47,16 @@ class DaqSettings:
     """The MATLAB frameAcquired bridge, source = "scanimage-bridge" (table [daq.bridge])."""
     tiff: TiffSettings = field(default_factory=TiffSettings)
     """Following ScanImage's TIFF files, source = "tiff" (table [daq.tiff])."""
-    sync: tuple[Literal["ni", "serial", "stimulus"], ...] = ()
+    sync: tuple[Literal["ni", "serial", "stimulus", "behavior"], ...] = ()
     """Sync/behaviour sources merged into the frame source's stream (daq/merged.py): "ni"
     (NI-DAQmx frame clock + photodiode, [daq.ni]), "serial" (sync box / wheel, [daq.serial]),
-    "stimulus" (clip ids from the stimulus computer, [daq.stimulus]); see docs/rig.md."""
+    "stimulus" (clip ids from the stimulus computer, [daq.stimulus]), "behavior" (pupil and
+    eye position from an eye tracker over UDP or LSL, [daq.behavior]); see docs/rig.md."""
     ni: NiSettings = field(default_factory=NiSettings)
     serial: SerialSettings = field(default_factory=SerialSettings)
     stimulus: StimulusSettings = field(default_factory=StimulusSettings)
+    behavior: BehaviorSettings = field(default_factory=BehaviorSettings)
+    """The eye tracker, sync = [..., "behavior"] (table [daq.behavior])."""
     recording: str | None = path_field(None)
     """Recording file for source = "replay"."""
     replay_paced: bool = True
@@ -86,6 +90,29 @@ class DaqSettings:
             raise ValueError("sync includes 'serial' but [daq.serial] port is not set")
         if "ni" in self.sync and "serial" in self.sync:
             raise ValueError("sync can take imaging pulses from 'ni' or 'serial', not both")
+        if self.source == "sim" and self.sim.clips:
+            self._check_sim_clips()
+
+    def _check_sim_clips(self) -> None:
+        """A sim playing a clip set announces clip identity (and the eye) over UDP, as a
+        stimulus computer would: without the matching listeners the session has no stimulus
+        stream (or no pupil), silently."""
+        if "stimulus" not in self.sync:
+            raise ValueError("[daq.sim] clips is set, so the simulated stimulus computer "
+                             "announces clip identity over UDP: add \"stimulus\" to [daq] sync "
+                             f"and set [daq.stimulus] listen = {self.sim.stimulus_to!r}")
+        if self.stimulus.mode == "udp" and _port(self.stimulus.listen) != _port(
+                self.sim.stimulus_to):
+            raise ValueError(f"[daq.sim] stimulus_to = {self.sim.stimulus_to!r} but [daq.stimulus]"
+                             f" listen = {self.stimulus.listen!r}: use one port for both")
+        if self.sim.eye_to and "behavior" in self.sync and self.behavior.mode == "udp" and \
+                _port(self.behavior.listen) != _port(self.sim.eye_to):
+            raise ValueError(f"[daq.sim] eye_to = {self.sim.eye_to!r} but [daq.behavior] listen"
+                             f" = {self.behavior.listen!r}: use one port for both")
+
+
+def _port(host_port: str) -> str:
+    return host_port.rpartition(":")[2]
 
 
 def make_source(settings: DaqSettings) -> AcquisitionSource:
@@ -123,6 +150,10 @@ def with_sync(frames: AcquisitionSource, settings: DaqSettings) -> AcquisitionSo
             from cortexcast.daq.serial_sync.source import SerialSyncSource
 
             syncs[name] = SerialSyncSource(settings.serial)
+        elif name == "behavior":
+            from cortexcast.daq.behavior_source import make_behavior_source
+
+            syncs[name] = make_behavior_source(settings.behavior)
         else:
             from cortexcast.daq.stimulus_identity import StimulusIdentitySource
 

@@ -24,10 +24,13 @@ def subcommands() -> list[str]:
         "cortexcast.app.launcher:register_demo", "cortexcast.app.launcher:register_up",
         proc["daq"], proc["decoder"], proc["display"], proc["record"], proc["replay"],
         "cortexcast.app.simulate:register",
+        "cortexcast.app.rois_command:register",
+        "cortexcast.app.export_command:register",
+        "cortexcast.app.clips:register",
         "cortexcast.app.offline_commands:register_train",
         "cortexcast.app.offline_commands:register_evaluate",
         "cortexcast.app.offline_commands:register_reconstruct",
-        "cortexcast.app.bench:register", proc["loop"], "cortexcast.app.doctor:register",
+        "cortexcast.app.bench:register", proc["loop"], proc["lsl"], "cortexcast.app.doctor:register",
     ]
 
 

@@ -4,7 +4,8 @@ Each check prints OK, WARN or FAIL with what is wrong and how to fix it:
 the config validates; NI devices (and the ones the config names); serial
 ports (and the configured ones); frames from the configured ScanImage
 endpoint (size, numbers); the ROI file against the frame size; the model
-run on one window (and timed); the closed-loop rules and outputs. Exit 0
+run on one window (and timed); the ROI set against the one the model was
+trained on (its card's fingerprint); the closed-loop rules and outputs. Exit 0
 when nothing FAILs, 1 otherwise. Missing hardware or drivers are reported,
 never raised: on a machine with no rig every hardware check says "not
 found" and how to fix it.
@@ -90,6 +91,7 @@ def check_rois(facts: RigFacts) -> list[Check]:
         return [Check("ROIs", "FAIL", str(exc), "point [decoder] rois at the cortexcast .npz, "
                       "suite2p folder or CaImAn .hdf5 made for this field of view")]
     facts.n_rois = rois.n_neurons
+    facts.rois = rois
     h, w = rois.frame_shape
     detail = f"{rois.n_neurons} ROIs from {dec.rois}, drawn on {h}x{w} frames"
     if facts.frame_shape is None:
@@ -152,6 +154,46 @@ def check_model(facts: RigFacts, repeats: int = 20, default: bool = False) -> li
     return checks
 
 
+def check_roi_fingerprint(facts: RigFacts) -> list[Check]:
+    """The [decoder] ROI set against the fingerprint the model's card records."""
+    dec = facts.settings.get("decoder")
+    if dec is None or facts.rois is None:
+        return []
+    from cortexcast.core.roi_fingerprint import roi_fingerprint
+    from cortexcast.decoder.live.model_card import ModelError, card_rois, load_card
+    from cortexcast.decoder.live.process import resolve_model
+
+    path = resolve_model(dec.model)
+    try:
+        meta = card_rois(load_card(path), str(path.with_suffix(".json")))
+    except ModelError as exc:
+        if not path.is_file():  # check_model reports a missing model
+            return []
+        return [Check("ROI set", "FAIL", str(exc), "re-train the model (cortexcast train)")]
+    loaded = roi_fingerprint(facts.rois)
+    h, w = loaded["frame_shape"]
+    mine = (f"{dec.rois}: {loaded['count']} ROIs on {h}x{w} frames, fingerprint "
+            f"{loaded['sha256'][:12]}")
+    if meta is None:
+        return [Check("ROI set", "OK", f"{mine}; {path.name} records no ROI fingerprint "
+                      "(simulated data or an older model), not compared")]
+    trained = meta["fingerprint"]
+    trained_file = meta.get("rois_file") or "its dataset's rois.npz"
+    if (trained["count"], list(trained["frame_shape"]), trained["sha256"]) != (
+            loaded["count"], loaded["frame_shape"], loaded["sha256"]):
+        th, tw = trained["frame_shape"]
+        return [Check("ROI set", "FAIL", f"{mine}, but {path} was trained on {trained_file}: "
+                      f"{trained['count']} ROIs on {th}x{tw} frames, fingerprint "
+                      f"{str(trained['sha256'])[:12]}",
+                      f"point [decoder] rois at the ROI file the model was trained with "
+                      f"({trained_file}), or make a model for these ROIs: `cortexcast export "
+                      f"--recording F.ccr --rois {dec.rois} --out DIR`, then `cortexcast train "
+                      f"--data DIR --out MODEL.onnx`")]
+    ref = meta.get("reference_sha256")
+    return [Check("ROI set", "OK", f"{mine} = the set {path.name} was trained on "
+                  f"({trained_file}" + (f"; motion reference {str(ref)[:12]})" if ref else ")"))]
+
+
 def check_loop(facts: RigFacts) -> list[Check]:
     loop = facts.settings.get("loop")
     if loop is None:
@@ -185,7 +227,8 @@ def run_checks(config: Path | None, timeout_s: float = 3.0,
         lambda: check_ni(facts, ni_system), lambda: check_serial(facts),
         lambda: check_ports(facts),
         lambda: check_frames(facts, timeout_s), lambda: check_rois(facts),
-        lambda: check_model(facts, default=config is None), lambda: check_loop(facts)]
+        lambda: check_model(facts, default=config is None),
+        lambda: check_roi_fingerprint(facts), lambda: check_loop(facts)]
     for step in steps:
         try:
             checks += step()
@@ -222,7 +265,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check a rig: devices, ports, ScanImage, ROIs, model",
                        description="Check the rig a config describes and this machine: NI "
                        "devices, serial ports, frames from ScanImage, the ROI file against the "
-                       "frame size, the model on one window, the closed-loop rules. Prints OK/"
+                       "frame size, the model on one window and the ROIs it was trained on, the "
+                       "closed-loop rules. Prints OK/"
                        "WARN/FAIL with fixes; exit 0 when nothing fails, 1 otherwise.")
     p.add_argument("config", nargs="?", help="rig config (TOML); without it only this "
                    "machine's hardware and the bundled model are checked")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,15 +113,30 @@ def register_up(sub: argparse._SubParsersAction) -> None:
 
 # -- demo ---------------------------------------------------------------------
 
+def _free_udp_ports(n: int) -> list[int]:
+    """``n`` distinct UDP ports free on 127.0.0.1 now (held together while picked)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def write_sim_config(run_dir: Path, *, model: str = "bundled", headless: bool = False,
                      port: int = 8030, save: str | None = None, neurons: int | None = None,
                      daq_port: int = 5555, decoder_port: int = 5556, transport: str = "tcp",
                      handshake: bool = True, record: str | None = None,
-                     use_behavior: bool = True) -> Path:
+                     use_behavior: bool = True, clips: str | None = None) -> Path:
     """Write rig.toml (and the ROI file) for the simulated rig + a trained model.
 
     The simulated animal is the one the model was trained on (its card says
-    which); the movie comes from the held-out image pool.
+    which); the movie comes from the held-out image pool, or with ``clips`` from that
+    ``cortexcast clips`` folder's playlist: the rig then plays a whole rig, announcing the
+    stimulus identity and the eye tracker's samples over UDP (on free ports) to the daq's
+    stimulus and behaviour sources, and the session ends with the playlist.
     """
     from cortexcast.decoder.live.model_card import load_card, mask_path
     from cortexcast.decoder.live.process import resolve_model
@@ -138,11 +154,18 @@ def write_sim_config(run_dir: Path, *, model: str = "bundled", headless: bool = 
         raise ConfigError(f"model {model} was trained on {trained.get('n_neurons')} neurons, "
                           f"not {neurons}")
     sim = dataclasses.replace(SimSettings(**trained), images="test", session_seed=12345,
-                              paced=True, duration_s=None)
+                              paced=True, duration_s=None, clips="")
+    stim_port = eye_port = 0
+    if clips:
+        stim_port, eye_port = _free_udp_ports(2)
+        sim = dataclasses.replace(sim, clips=str(Path(clips).resolve()),
+                                  stimulus_to=f"127.0.0.1:{stim_port}",
+                                  eye_to=f"127.0.0.1:{eye_port}")
+    rig = SimulatedRig(sim)  # a clip set is checked here, before anything is written
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     rois = run_dir / "rois.npz"
-    save_rois(rois, SimulatedRig(sim).rois())
+    save_rois(rois, rig.rois())
     if transport == "ipc":  # Unix-domain sockets: same host only, a little cheaper than TCP
         daq_ep, dec_ep = f"ipc://{run_dir.resolve()}/daq.sock", f"ipc://{run_dir.resolve()}/decoder.sock"
     else:
@@ -161,6 +184,12 @@ def write_sim_config(run_dir: Path, *, model: str = "bundled", headless: bool = 
         "display": {"stimulus_from": daq_ep, "reconstruction_from": dec_ep, "port": port,
                     "headless": headless, "save": save},
     }
+    if clips:  # the rig's stand-in stimulus computer and eye tracker talk to these
+        config["daq"].update({
+            "sync": ["stimulus", "behavior"],
+            "stimulus": {"mode": "udp", "listen": f"127.0.0.1:{stim_port}",
+                         "clip_library": sim.clips},
+            "behavior": {"mode": "udp", "listen": f"127.0.0.1:{eye_port}"}})
     if record:
         config["stack"]["processes"] = ["display", "record", "decoder", "daq"]
         config["record"] = {"endpoints": [daq_ep, dec_ep], "out": str(Path(record).resolve()),
@@ -179,7 +208,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     config = write_sim_config(run_dir, model=args.model, headless=args.headless, port=args.port,
                               save=args.save, handshake=not args.prepare_only,
                               record=args.record, daq_port=args.daq_port,
-                              decoder_port=args.decoder_port, use_behavior=not args.no_behavior)
+                              decoder_port=args.decoder_port, use_behavior=not args.no_behavior,
+                              clips=args.clips)
     if args.prepare_only:
         print(f"wrote {config}; start it with: cortexcast up --config {config}")
         return 0
@@ -190,7 +220,8 @@ def _run_demo(args: argparse.Namespace) -> int:
 def register_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the whole stack on the simulated rig with the bundled model",
                        description="Simulated rig -> decoder (bundled ONNX model) -> live "
-                       "display in the browser. Runs until Ctrl-C or --duration.")
+                       "display in the browser. Runs until Ctrl-C, --duration, or the end of "
+                       "the --clips playlist.")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--port", type=int, default=8030, help="display HTTP port (default 8030)")
     p.add_argument("--daq-port", type=int, default=5555,
@@ -204,6 +235,11 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--record", metavar="FILE",
                    help="also record every stream to FILE (replay it with "
                    "`cortexcast daq --source replay --recording FILE`)")
+    p.add_argument("--clips", metavar="DIR",
+                   help="play this `cortexcast clips` folder's playlist instead of an endless "
+                   "movie; the simulated rig announces stimulus identity and pupil/eye over "
+                   "UDP as a rig's stimulus and eye-tracking programs do, and the demo ends "
+                   "with the playlist (with --record: a calibration session)")
     p.add_argument("--no-behavior", action="store_true",
                    help="decode without the rig's pupil/running/eye signals (the model's "
                    "training mean instead), as on a rig that does not measure them")

@@ -75,6 +75,8 @@ PROCESSES: dict[str, ProcessSpec] = {p.name: p for p in (
                 check="cortexcast.decoder.closed_loop.cli:check_rule_files"),
     ProcessSpec("replay", "cortexcast.stream.replay:ReplaySettings",
                 "cortexcast.stream.record_cli:register_replay", stop_rank=1, in_stack=False),
+    ProcessSpec("lsl", "cortexcast.stream.lsl_outlets:LslSettings",
+                "cortexcast.stream.lsl_outlets:register", stop_rank=6),
 )}
 
 #: The processes ``up`` can start, in the order of error messages and the docs.

@@ -37,6 +37,8 @@ class RigFacts:
     frame_shape: tuple[int, int] | None = None
     frame_source: str = ""
     n_rois: int | None = None
+    rois: Any = None
+    """The ROISet the [decoder] ROI file loads to (for the model's ROI fingerprint check)."""
 
 
 def _daq_table(raw: dict[str, Any]) -> dict[str, Any]:

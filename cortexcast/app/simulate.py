@@ -6,7 +6,8 @@ live decoder runs (:class:`cortexcast.decoder.live.extraction.ActivityExtractor`
 ground-truth ROIs), so a model trains on the signal it will see live.
 ``responses[:, t]`` is the activity of the imaging frame during which
 stimulus frame ``t`` was on screen (the mean if several were; the previous
-frame's if none was).
+frame's if none was), assembled by :mod:`cortexcast.decoder.offline.trials` as
+``cortexcast export`` assembles a recorded session.
 
 Tiers: ``train`` (clips from the train image pool), ``oracle`` (a few other
 train-pool clips, each shown several times), ``live_test_main`` and
@@ -14,7 +15,8 @@ train-pool clips, each shown several times), ``live_test_main`` and
 shown in random order and numbered in another random order. Besides the
 layout, the folder holds ``meta/trials/clip_ids.npy`` (which trials repeat
 one clip), ``meta/trials/images.npy`` (the images each trial showed,
-"+"-joined), ``rois.npz``, ``eval_mask.npy`` and ``sim.json`` (the
+"+"-joined), ``rois.npz`` and its fingerprint ``meta/rois.json``,
+``eval_mask.npy`` and ``sim.json`` (the
 :class:`SimSettings` of the animal, to run it live).
 """
 
@@ -30,8 +32,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-
-from cortexcast.decoder.offline.sensorium_writer import SensoriumWriter
 
 WRITTEN = ("data", "meta", "rois.npz", "eval_mask.npy", "sim.json")
 
@@ -83,39 +83,22 @@ def _clip_plan(plan: DatasetPlan, session_seed: int, frame_rate: float, meta
     return [trials[i] for i in order]
 
 
-class _Stats:
-    """Running mean/std over the train tier (float64 sums)."""
-
-    def __init__(self) -> None:
-        self.n: dict[str, float] = {}
-        self.s: dict[str, np.ndarray] = {}
-        self.ss: dict[str, np.ndarray] = {}
-
-    def add(self, key: str, x: np.ndarray, axis: tuple[int, ...] | int | None) -> None:
-        x = np.asarray(x, np.float64)
-        s = x.sum(axis=axis)
-        ss = (x * x).sum(axis=axis)
-        count = x.size / np.size(s)
-        self.n[key] = self.n.get(key, 0.0) + count
-        self.s[key] = self.s.get(key, 0.0) + s
-        self.ss[key] = self.ss.get(key, 0.0) + ss
-
-    def write(self, writer: SensoriumWriter) -> None:
-        for key in self.n:
-            mean = self.s[key] / self.n[key]
-            std = np.sqrt(np.maximum(self.ss[key] / self.n[key] - mean * mean, 0.0))
-            writer.statistics(key, mean, std)
-
-
 def write_dataset(out: str | Path, settings, plan: DatasetPlan = DatasetPlan(),
                   log: Callable[[str], None] = print) -> dict:
-    """Run the simulated rig over the planned trials and write the dataset; returns a summary."""
+    """Run the simulated rig over the planned trials and write the dataset; returns a summary.
+
+    The trial rows are assembled by :class:`~cortexcast.decoder.offline.trials.SessionAssembler`,
+    the code ``cortexcast export`` assembles a recorded session with.
+    """
+    from cortexcast.core.events import ImagingFrame, SyncEvent
+    from cortexcast.core.roi_fingerprint import write_dataset_roi_meta
+    from cortexcast.core.rois import save_rois
     from cortexcast.daq.sim.meta import load_mouse
     from cortexcast.daq.sim.rig import SimulatedRig
     from cortexcast.daq.sim.stimulus import make_clips
-    from cortexcast.core.events import ImagingFrame, SyncEvent
     from cortexcast.decoder.live.extraction import ActivityExtractor
-    from cortexcast.core.rois import save_rois
+    from cortexcast.decoder.offline.trials import (DatasetOutput, FrameValues, SessionAssembler,
+                                                   TrialRows)
 
     started = time.perf_counter()
     root = Path(out)
@@ -134,45 +117,21 @@ def write_dataset(out: str | Path, settings, plan: DatasetPlan = DatasetPlan(),
     rois = rig.rois()
     extractor = ActivityExtractor(rois, settings.imaging_rate_hz)
     n, T = rig.n_neurons, plan.frames
+    output = DatasetOutput(root)
 
-    writer = SensoriumWriter(root)
-    stats = _Stats()
-
-    cur = 0  # trial being filled (presentation position)
-    resp = np.zeros((n, T), np.float32)
-    beh = np.zeros((2, T), np.float32)
-    eye = np.zeros((2, T), np.float32)
-    count = np.zeros(T, np.int64)
-    held = [np.zeros(n, np.float32), np.zeros(2, np.float32), np.zeros(2, np.float32)]
-
-    def finish(pos: int) -> None:
-        """Write trial ``pos`` and start the next one."""
+    def write_trial(pos: int, rows: TrialRows) -> None:
         tier, _, clip, _ = trials[pos]
-        prev = held
-        for f in range(T):  # a stimulus frame no imaging frame saw holds the previous one
-            if count[f]:
-                resp[:, f] /= count[f]
-                beh[:, f] /= count[f]
-                eye[:, f] /= count[f]
-                prev = [resp[:, f], beh[:, f], eye[:, f]]
-            else:
-                resp[:, f], beh[:, f], eye[:, f] = prev
         video = np.ascontiguousarray(clip.transpose(1, 2, 0), dtype=np.float32)
-        tid = int(ids[pos])
-        writer.trial(tid, video, resp, beh, eye)
-        if tier == "train":
-            stats.add("responses", resp, axis=1)
-            stats.add("videos", video, axis=None)
-            stats.add("behavior", beh, axis=1)
-            stats.add("pupil_center", eye, axis=1)
-        held[:] = [resp[:, -1].copy(), beh[:, -1].copy(), eye[:, -1].copy()]
-        resp[:], beh[:], eye[:], count[:] = 0, 0, 0, 0
+        output.trial(int(ids[pos]), tier, video, rows)
         done = pos + 1
         if done == n_trials or done % max(1, n_trials // 10) == 0:
             el = time.perf_counter() - started
             log(f"simulate: {done}/{n_trials} trials ({el:.1f} s, "
                 f"~{el / done * (n_trials - done):.0f} s left)")
 
+    # trials are shown back to back after the warm-up movie
+    assembler = SessionAssembler([warm_frames + k * T for k in range(n_trials)],
+                                 [T] * n_trials, n, write_trial)
     imaging_frames = 0
     sync: SyncEvent | None = None  # the rig sends each frame's sync just before the frame
     with rig:
@@ -187,23 +146,10 @@ def write_dataset(out: str | Path, settings, plan: DatasetPlan = DatasetPlan(),
             if sync is None or sync.imaging_frame != ev.index:
                 raise RuntimeError(f"simulate: imaging frame {ev.index} came without its sync")
             b = sync.behavior
-            j = sync.stim_frame - warm_frames
-            if sync.stim_frame < 0 or j < 0:  # grey screen or warm-up movie: not stored,
-                # but held into the first trial's frames before a sync
-                held[:] = [act.copy(), np.array((b["pupil"], b["running"]), np.float32),
-                           np.array((b["pupil_x"], b["pupil_y"]), np.float32)]
-                continue
-            pos, f = divmod(j, T)
-            while cur < pos:
-                finish(cur)
-                cur += 1
-            resp[:, f] += act
-            beh[:, f] += (b["pupil"], b["running"])
-            eye[:, f] += (b["pupil_x"], b["pupil_y"])
-            count[f] += 1
-    while cur < n_trials:
-        finish(cur)
-        cur += 1
+            assembler.feed(sync.stim_frame, FrameValues(
+                act, np.array((b["pupil"], b["running"]), np.float32),
+                np.array((b["pupil_x"], b["pupil_y"]), np.float32)))
+    assembler.close()
 
     tiers = np.empty(n_trials, dtype="<U16")
     clip_ids = np.empty(n_trials, dtype="<U32")
@@ -212,11 +158,11 @@ def write_dataset(out: str | Path, settings, plan: DatasetPlan = DatasetPlan(),
         tiers[ids[pos]] = tier
         clip_ids[ids[pos]] = cid
         images[ids[pos]] = "+".join(names)
-    writer.trials_meta(tiers, clip_ids=clip_ids, images=images)
-    writer.neurons(np.arange(n, dtype=np.int64), rig.layout.coords_um.astype(np.float32))
-    stats.write(writer)
+    output.finish(tiers, rig.layout.coords_um.astype(np.float32), clip_ids=clip_ids,
+                  images=images)
     save_rois(root / "rois.npz", rois)
-    writer.eval_mask(rig.eval_mask())
+    write_dataset_roi_meta(root, rois, rois_file="rois.npz", reference=None)
+    output.writer.eval_mask(rig.eval_mask())
     (root / "sim.json").write_text(json.dumps(dataclasses.asdict(settings), indent=2) + "\n")
     elapsed = time.perf_counter() - started
     summary = {"trials": n_trials, "neurons": n, "frames_per_trial": T,
@@ -252,7 +198,7 @@ correlation of ~0.25-0.35 on the held-out test tier, as linear methods do on rea
 
 # SimSettings fields with their own (older) flag names, and those simulate always sets itself
 _FLAG_NAMES = {"n_neurons": "neurons", "frame_height": "height", "frame_width": "width"}
-_NOT_FLAGS = ("paced", "duration_s")
+_NOT_FLAGS = ("paced", "duration_s", "clips", "stimulus_to", "eye_to")  # session wiring, not the animal
 
 
 def sim_settings(preset: str = "realistic", table: dict | None = None,

@@ -129,13 +129,49 @@ def from_masks(masks: sp.csr_matrix, frame_shape: tuple[int, int],
                   sp.csr_matrix(interp, dtype=np.float32), (h, w), centroids.astype(np.float32))
 
 
-def save_rois(path: str | Path, rois: ROISet) -> None:
+def save_rois(path: str | Path, rois: ROISet, reference: np.ndarray | None = None,
+              **extra: np.ndarray) -> None:
+    """Write ``rois`` as a cortexcast ROI ``.npz``.
+
+    ``reference``: the motion reference image (H x W) the ROIs were drawn on, saved as
+    float32 under key ``reference`` so the decoder's motion correction aligns frames to
+    exactly that image (``cortexcast.decoder.live.motion.load_reference`` reads it).
+    ``extra``: further named arrays for the operator (e.g. the mean and correlation
+    images of ``cortexcast rois``); :func:`load_rois` ignores them.
+    """
     m = rois.masks
+    arrays: dict[str, np.ndarray] = {}
+    if reference is not None:
+        ref = np.asarray(reference, np.float32)
+        if ref.shape != tuple(rois.frame_shape):
+            raise ROIError(f"{path}: motion reference is {ref.shape}, the ROIs' frames are "
+                           f"{tuple(rois.frame_shape)}; save the reference of this field of view")
+        arrays["reference"] = ref
+    reserved = {"format", "data", "indices", "indptr", "shape", "frame_shape", "centroids",
+                "reference"}
+    for key, value in extra.items():
+        if key in reserved:
+            raise ValueError(f"save_rois: {key!r} is a reserved key of the ROI file")
+        arrays[key] = np.asarray(value)
     np.savez_compressed(
         path, format=FORMAT, data=m.data, indices=m.indices, indptr=m.indptr,
         shape=np.asarray(m.shape), frame_shape=np.asarray(rois.frame_shape),
-        centroids=rois.centroids,
+        centroids=rois.centroids, **arrays,
     )
+
+
+def load_reference_of(path: str | Path) -> np.ndarray | None:
+    """The motion reference saved with a cortexcast ROI file, or None if it has none."""
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            fmt = str(z["format"]) if "format" in z.files else None
+            ref = np.asarray(z["reference"], np.float32) if "reference" in z.files else None
+    except (ValueError, OSError) as exc:
+        raise ROIError(f"{p}: cannot read ROI file: {exc}") from exc
+    if fmt != FORMAT:
+        raise ROIError(f"{p}: not a cortexcast ROI file (format {fmt!r})")
+    return ref
 
 
 def load_rois(path: str | Path, block_px: int = 32) -> ROISet:

@@ -15,6 +15,13 @@ Stimulus frame ``j`` appears at ``monitor_delay_s + j / stim_rate_hz``. With
 left the screen; without, it plays an endless movie from the ``images``
 pool. ``paced`` sleeps until each frame's absolute deadline (no drift);
 otherwise frames come as fast as they are computed.
+
+With ``[daq.sim] clips`` (a ``cortexcast clips`` folder, and no ``clips`` argument) the
+clips are that folder's playlist, and the rig plays a whole rig rather than a microscope
+with a built-in screen: it yields no StimulusFrame but announces each imaging frame's flips
+to ``stimulus_to`` and its eye tracker's sample to ``eye_to`` (:mod:`.announcer`), at the
+moment the frame's sync is yielded, and its SyncEvent carries only ``running``; the daq
+gets the rest from its stimulus and behaviour sources, as on a real rig.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import ndimage
 
+from cortexcast.daq.sim.announcer import RigAnnouncer
 from cortexcast.daq.sim.behavior import BehaviorModel
 from cortexcast.daq.sim.layout import Layout, build_layout
 from cortexcast.daq.sim.meta import load_mouse
@@ -41,6 +49,7 @@ from cortexcast.daq.source import AcquisitionError, AcquisitionSource
 
 if TYPE_CHECKING:  # decoder is imported lazily: daq does not need it to run
     from cortexcast.core.rois import ROISet
+    from cortexcast.daq.playlist import ClipSet
 
 # Stream tags: which part of the animal / session a random generator draws.
 _LAYOUT, _RF, _POP, _CAL, _SCOPE = 1, 2, 3, 4, 5
@@ -67,14 +76,38 @@ def _check_clips(clips: Sequence[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
+def _playlist_clips(s: SimSettings) -> tuple[ClipSet, list[np.ndarray], list[str]]:
+    """The clip set ``s.clips`` and its playlist as clips (repeats share one array) and names."""
+    from cortexcast.daq.playlist import MANIFEST, PlaylistError, load_clip_set
+
+    clip_set = load_clip_set(s.clips)  # PlaylistError naming the file and the fix
+    if abs(clip_set.stim_rate_hz - s.stim_rate_hz) > 1e-6:
+        raise PlaylistError(
+            f"{clip_set.folder}: the clips are for {clip_set.stim_rate_hz:g} Hz ({MANIFEST} "
+            f"stim_rate_hz) but [daq.sim] stim_rate_hz is {s.stim_rate_hz:g}: "
+            f"set [daq.sim] stim_rate_hz = {clip_set.stim_rate_hz:g}, or make the clips for "
+            "this rate")
+    names = [e.clip for e in clip_set.entries]
+    return clip_set, [clip_set.clip(name) for name in names], names
+
+
 class SimulatedRig(AcquisitionSource):
-    """A seeded two-photon microscope over mouse V1 while the mouse watches movies."""
+    """A seeded two-photon microscope over mouse V1 while the mouse watches movies.
+
+    ``clips`` (in memory, named by their position) wins over ``settings.clips``; only a
+    clip set from ``settings.clips`` is announced over UDP (see the module's docstring).
+    """
 
     def __init__(self, settings: SimSettings = SimSettings(),
                  clips: Sequence[np.ndarray] | None = None) -> None:
         s = settings
         self.settings = s
+        self.clip_set: ClipSet | None = None
+        self._clip_names: list[str] | None = None
+        if clips is None and s.clips:
+            self.clip_set, clips, self._clip_names = _playlist_clips(s)
         self.clips = None if clips is None else _check_clips(clips)
+        self._announcer: RigAnnouncer | None = None
         self.meta = load_mouse(s.mouse)
         self.dt = 1.0 / s.imaging_rate_hz
         # Neurons run at least at the stimulus rate: a slower microscope integrates several
@@ -116,6 +149,17 @@ class SimulatedRig(AcquisitionSource):
     def stop(self) -> None:
         """End :meth:`events` at its next frame (any thread; ``close`` does the same)."""
         self._closed = True
+
+    def close(self) -> None:
+        """Stop, and close the announcing sockets (idempotent, any thread)."""
+        self.stop()
+        announcer = self._announcer
+        if announcer is not None:
+            announcer.close()
+
+    def status(self) -> dict[str, int]:
+        """Datagrams announced and failed (with a clip set): the daq's heartbeat shows them."""
+        return {} if self._announcer is None else self._announcer.status()
 
     @property
     def n_neurons(self) -> int:
@@ -159,9 +203,11 @@ class SimulatedRig(AcquisitionSource):
 
     def _stimuli(self) -> Iterator[tuple[np.ndarray, str, int]]:
         if self.clips is not None:
+            names = self._clip_names
             for k, clip in enumerate(self.clips):
+                name = str(k) if names is None else names[k]
                 for f in range(clip.shape[0]):
-                    yield clip[f], str(k), f
+                    yield clip[f], name, f
             return
         s = self.settings
         movie = MovieGenerator(self._images, _rng(s.session_seed, _MOVIE), s.stim_rate_hz,
@@ -176,10 +222,18 @@ class SimulatedRig(AcquisitionSource):
 
         Each call starts the session afresh (same seeds: the same events).
         """
+        s = self.settings
+        if self.clip_set is not None:
+            if self._announcer is not None:
+                self._announcer.close()
+            self._announcer = RigAnnouncer(s.stimulus_to, s.eye_to)
         try:
-            yield from self._events()
+            yield from self._events(self._announcer if self.clip_set is not None else None)
         except (ValueError, FloatingPointError, MemoryError) as exc:
             raise AcquisitionError(f"simulated rig failed: {exc}") from exc
+        finally:
+            if self._announcer is not None:
+                self._announcer.close()
 
     def retina(self, pixels: np.ndarray, eye: np.ndarray) -> np.ndarray:
         """The image on the retina: the screen seen from eye position ``eye`` (x, y, eye-std
@@ -189,7 +243,7 @@ class SimulatedRig(AcquisitionSource):
         return ndimage.shift(np.asarray(pixels, np.float32), (-gy, -gx), order=1,
                              mode="constant", cval=float(self.meta.video_mean))
 
-    def _events(self) -> Iterator[Event]:
+    def _events(self, announcer: RigAnnouncer | None) -> Iterator[Event]:
         s = self.settings
         key = (s.session_seed, s.seed, s.mouse_index)
         behavior = BehaviorModel(self.meta, self.dt, _rng(*key, _BEHAVIOR),
@@ -239,7 +293,13 @@ class SimulatedRig(AcquisitionSource):
                 nxt += 1
             if n_stim is not None and nxt >= n_stim and (
                     shown < 0 or s.monitor_delay_s + (shown + 1) * period <= mid):
-                return  # the last clip frame has left the screen
+                # The last clip frame has left the screen before this imaging frame's middle:
+                # its flips still happened (and are announced), the session ends here.
+                if announcer is None:
+                    yield from new
+                elif new:
+                    announcer.flips([(f.index, f.clip, f.clip_frame, f.t) for f in new])
+                return
             beh = behavior.step()
             dff = None
             spikes = None
@@ -282,11 +342,18 @@ class SimulatedRig(AcquisitionSource):
                 return
             self._truth = {"dff": np.array(dff, np.float32), "calcium": state.calcium.copy(),
                            "spikes": spikes, "rate": state.rate}
-            yield from new
+            if announcer is None:
+                yield from new
+                behaviour = beh.as_dict()
+            else:  # the stimulus computer and the eye tracker tell the daq themselves
+                if new:
+                    announcer.flips([(f.index, f.clip, f.clip_frame, f.t) for f in new])
+                announcer.eye(t, beh.pupil, beh.pupil_x, beh.pupil_y)
+                behaviour = {"running": beh.running}
             # The sync lines are sampled during the frame, so (as on a rig) they are known
             # before the frame's pixels: a consumer that pairs them never waits.
             yield SyncEvent(i, t, shown,
                             t_flip=None if shown < 0 else s.monitor_delay_s + shown * period,
-                            photodiode=pd, behavior=beh.as_dict())
+                            photodiode=pd, behavior=behaviour)
             yield ImagingFrame(i, t, pixels, {"t_mono_ns": int(t_mono), "shift": scope.shift})
             i += 1

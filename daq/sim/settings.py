@@ -8,6 +8,10 @@ works live). ``session_seed`` and the session/screen knobs (``paced``,
 change only what happens in a session; the neuron counts, frame size,
 ``imaging_rate_hz`` and the neuron and microscope knobs are part of the
 animal and its imaging, so keep them as trained (``sim.json`` holds them).
+
+``clips`` turns the rig into a whole calibration rig: it plays a ``cortexcast clips``
+folder's playlist and, like a rig's separate programs, announces what it shows to
+``stimulus_to`` and its eye tracker's readings to ``eye_to`` over UDP.
 """
 
 from __future__ import annotations
@@ -16,10 +20,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cortexcast.core.config import path_field
+
 MICE = tuple("ABCDEFGHIJ")
 """The ten Sensorium 2023 mice whose real neuron coordinates ship with the package."""
 
 IMAGE_POOLS = ("train", "test", "all")
+
+
+def check_host_port(name: str, value: str, *, empty_ok: bool = False) -> None:
+    """``value`` is ``host:port`` (port 1..65535), or "" when ``empty_ok``."""
+    if empty_ok and value == "":
+        return
+    host, _, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{name} must be 'host:port' (e.g. '127.0.0.1:5557')"
+                         f"{' or empty' if empty_ok else ''}, got {value!r}")
 
 
 def _check_range(name: str, value: float, lo: float, hi: float) -> None:
@@ -52,6 +68,19 @@ class SimSettings:
     """Shortest scene between cuts (s, 0.1..60)."""
     scene_max_s: float = 4.0
     """Longest scene between cuts (s, >= scene_min_s, <= 60)."""
+
+    clips: str = path_field("")
+    """A ``cortexcast clips`` folder: play its ``playlist.csv`` in order (instead of a
+    generated movie) and end after the last entry, announcing every flip's clip identity to
+    ``stimulus_to`` and the eye tracker's pupil and eye position to ``eye_to`` (UDP JSON, as a
+    rig's stimulus and eye-tracking programs do); its sync then carries only ``running``.
+    "": the generated movie, no announcements."""
+    stimulus_to: str = "127.0.0.1:5557"
+    """Where the stand-in stimulus computer sends its clip identities ("host:port"; with
+    ``clips``): the ``[daq.stimulus] listen`` address."""
+    eye_to: str = "127.0.0.1:5558"
+    """Where the stand-in eye tracker sends pupil and eye position ("host:port"; with
+    ``clips``): the ``[daq.behavior] listen`` address; "": no eye tracker."""
 
     # -- microscope ----------------------------------------------------------------------------
     frame_height: int = 512
@@ -128,6 +157,10 @@ class SimSettings:
                 raise ValueError(f"{name} must be an integer, got {v!r}")
         if not isinstance(self.paced, bool):
             raise ValueError(f"paced must be true or false, got {self.paced!r}")
+        if not isinstance(self.clips, str):
+            raise ValueError(f"clips must be a folder path (a string), got {self.clips!r}")
+        check_host_port("stimulus_to", self.stimulus_to)
+        check_host_port("eye_to", self.eye_to, empty_ok=True)
         if self.mouse not in MICE:
             raise ValueError(f"mouse must be one of {', '.join(MICE)}, got {self.mouse!r}")
         if self.images not in IMAGE_POOLS:

@@ -12,13 +12,17 @@ output reconstructs stimulus frame ``t`` from frames ``t + lag - window + 1 ..
 t + lag``. ``lag <= window - 1`` keeps frame ``t`` itself inside the window.
 Any normalisation of the activity lives inside the ONNX graph, so a consumer
 feeds the activity exactly as the extraction (or the dataset) produces it.
+
+A model trained on a dataset from a session (``cortexcast export``) records the ROI
+set's fingerprint in ``extra["rois"]`` (see :mod:`cortexcast.core.roi_fingerprint`);
+:func:`check_model_rois` refuses another ROI set.
 """
 
 from __future__ import annotations
 
-from cortexcast.core.errors import CortexcastError
 import dataclasses
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from cortexcast.core.errors import CortexcastError
+from cortexcast.core.roi_fingerprint import fingerprint_differences, roi_fingerprint
+from cortexcast.core.rois import ROISet
 from cortexcast.decoder.live.mask_file import read_mask
+
+log = logging.getLogger("cortexcast.decoder.live.model_card")
 
 FORMAT = "cortexcast-pixel-decoder-1"
 MAX_WINDOW = 10
@@ -170,3 +179,48 @@ def load_mask(model_path: str | Path, shape: tuple[int, int] | None = None) -> n
     if not p.is_file():
         return None
     return read_mask(p, shape, ModelError)
+
+
+# -- the ROI set a model was trained on ------------------------------------------------------
+
+def card_rois(card: ModelCard, where: str = "model card") -> dict[str, Any] | None:
+    """The card's ``extra["rois"]`` (fingerprint, ROI file name, motion reference hash), or
+    None for a model that records none (older models, the bundled one)."""
+    meta = card.extra.get("rois")
+    if meta is None:
+        return None
+    fp = meta.get("fingerprint") if isinstance(meta, dict) else None
+    if not isinstance(fp, dict) or not {"count", "frame_shape", "sha256"} <= set(fp):
+        raise ModelError(f"{where}: extra.rois has no ROI fingerprint (count, frame_shape, "
+                         "sha256); re-train the model with `cortexcast train`")
+    return meta
+
+
+def check_model_rois(card: ModelCard, rois: ROISet, model_path: str | Path,
+                     rois_path: str | Path) -> None:
+    """Raise ModelError when ``rois`` (loaded from ``rois_path``) are not the ROI set the
+    model at ``model_path`` was trained on, naming both files and what differs.
+
+    A card that records no fingerprint passes (logged): nothing to compare with.
+    """
+    meta = card_rois(card, str(card_path(model_path)))
+    if meta is None:
+        log.info("%s records no ROI fingerprint (trained before ROI fingerprints, or on "
+                 "simulated data); the ROI set %s is not checked against it",
+                 card_path(model_path), rois_path)
+        return
+    trained = meta["fingerprint"]
+    loaded = roi_fingerprint(rois)
+    diffs = fingerprint_differences(trained, loaded)
+    if not diffs:
+        return
+    th, tw = trained["frame_shape"]
+    lh, lw = loaded["frame_shape"]
+    trained_file = meta.get("rois_file") or "its training dataset's rois.npz"
+    raise ModelError(
+        f"model {model_path} was trained on another ROI set than {rois_path} "
+        f"({'; '.join(diffs)}, trained vs loaded): trained on {trained['count']} ROIs on "
+        f"{th}x{tw} frames from {trained_file}, {rois_path} has {loaded['count']} ROIs on "
+        f"{lh}x{lw} frames. Use the ROI file the model was trained with ({trained_file}), "
+        f"or make a model for this ROI set: `cortexcast export --recording F.ccr --rois "
+        f"{rois_path} --out DIR`, then `cortexcast train --data DIR --out MODEL.onnx`")

@@ -8,8 +8,10 @@ then resampled (bilinear, edges repeated) so that it lines up with the
 reference, and with the ROIs drawn on it. About 3-4 ms for a 512x512 frame on
 one core (``python -m cortexcast.app.bench_frames``).
 
-The reference comes from a file (suite2p's ``ops.npy`` ``meanImg`` — the image
-the suite2p ROIs were drawn on — or an image in ``.npy``/``.tif``), or is built
+The reference comes from a file (suite2p's registered ``meanImg`` — the image the
+suite2p ROIs were drawn on, from ``reg_outputs.npy`` (suite2p >= 1.0) or ``ops.npy`` —,
+the ``reference`` saved in a cortexcast ROI ``.npz`` by ``cortexcast rois``, or an
+image in ``.npy``/``.tif``), or is built
 online: the plain mean of the first ``reference_frames`` frames (centred on their
 average position; these frames pass through uncorrected), then the mean of the next
 ``reference_frames`` frames corrected against it. A plain object, no sockets.
@@ -39,8 +41,11 @@ class MotionSettings:
     enabled: bool = False
     """Correct rigid brain motion before extraction."""
     reference: str = path_field("")
-    """Reference image: suite2p ``ops.npy`` (or its plane/parent folder; uses ``meanImg``),
-    or a 2-D ``.npy``/``.tif`` image. Empty: built from the first ``reference_frames``."""
+    """Reference image: suite2p output (a plane/parent folder, ``ops.npy``, ``db.npy`` or
+    ``reg_outputs.npy``; uses ``meanImg``), a cortexcast ROI ``.npz`` holding a
+    ``reference`` (``cortexcast rois`` saves one), or a 2-D ``.npy``/``.tif`` image.
+    Empty: the ROI file's own reference if it has one, else built from the first
+    ``reference_frames``."""
     reference_frames: int = 60
     """N: frames averaged into the online reference, twice (the first N pass uncorrected)."""
     max_shift_px: float = 30.0
@@ -62,14 +67,17 @@ class MotionSettings:
 
 
 def load_reference(path: str | Path) -> np.ndarray:
-    """A float32 2-D reference image from suite2p output or a ``.npy``/``.tif`` image."""
+    """A float32 2-D reference image from suite2p output, a cortexcast ROI ``.npz`` with a
+    saved ``reference``, or a ``.npy``/``.tif`` image."""
+    from cortexcast.decoder.live.roi_loaders import SUITE2P_FILES, suite2p_mean_image
+
     p = Path(path)
     if not p.exists():
         raise MotionError(f"motion reference {p} does not exist")
-    if p.is_dir() or p.name in ("ops.npy", "stat.npy", "iscell.npy"):  # suite2p output
-        from cortexcast.decoder.live.roi_loaders import suite2p_mean_image
-
+    if p.is_dir() or p.name in SUITE2P_FILES:  # suite2p output
         return suite2p_mean_image(p).astype(np.float32)
+    if p.suffix.lower() == ".npz":
+        return _npz_reference(p)
     try:
         if p.suffix.lower() in (".tif", ".tiff"):
             import tifffile
@@ -82,6 +90,28 @@ def load_reference(path: str | Path) -> np.ndarray:
     img = np.squeeze(np.asarray(img))
     if img.ndim == 3:  # a stack: its mean
         img = img.mean(axis=0)
+    if img.ndim != 2 or not np.issubdtype(img.dtype, np.number):
+        raise MotionError(f"{p}: motion reference must be a 2-D image, got shape {img.shape}")
+    return img.astype(np.float32)
+
+
+def _npz_reference(p: Path) -> np.ndarray:
+    """``reference`` from a cortexcast ROI file (or the only array of another ``.npz``)."""
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            names = list(z.files)
+            key = "reference" if "reference" in names else (
+                names[0] if len(names) == 1 and "format" not in names else None)
+            img = None if key is None else np.asarray(z[key])
+    except (ValueError, OSError) as exc:
+        raise MotionError(f"{p}: cannot read motion reference: {exc}") from exc
+    if img is None and "format" in names:
+        raise MotionError(f"{p}: this ROI file has no motion reference (saved without one); "
+                          "set [decoder.motion] reference to an image, or remake the ROIs with "
+                          "`cortexcast rois`, which saves it")
+    if img is None:
+        raise MotionError(f"{p}: no 'reference' array among {', '.join(names)}")
+    img = np.squeeze(img)
     if img.ndim != 2 or not np.issubdtype(img.dtype, np.number):
         raise MotionError(f"{p}: motion reference must be a 2-D image, got shape {img.shape}")
     return img.astype(np.float32)
@@ -206,6 +236,8 @@ class MotionCorrector:
         self._corr: PhaseCorrelator | None = None
         self.final = False
         """True once the reference is final (from a file, or after 2N frames online)."""
+        self.reference: np.ndarray | None = None
+        """The final reference image (float32), once there is one."""
         self._acc = np.zeros(self.frame_shape, np.float64)
         self._count = 0
         if reference is not None:
@@ -223,11 +255,13 @@ class MotionCorrector:
 
     def set_reference(self, reference: np.ndarray) -> None:
         self._corr = PhaseCorrelator(reference, self.settings)
+        self.reference = np.asarray(reference, np.float32)
         self.final = True
 
     def reset(self) -> None:
         self._corr = None
         self.final = False
+        self.reference = None
         self._acc[:] = 0
         self._count = 0
         self.shift = (0.0, 0.0)

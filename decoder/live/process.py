@@ -1,7 +1,8 @@
 """The decoder process: frames in, `activity` and `reconstruction` out.
 
-The math lives in :class:`FrameDecoder` (extraction + ONNX pixel decoder +
-sync bookkeeping), a plain object; :func:`run_decoder` is the socket loop.
+The math lives in :class:`FrameDecoder` (the shared feature pipeline,
+:func:`feature_pipeline`, + ONNX pixel decoder + sync bookkeeping), a plain object;
+:func:`run_decoder` is the socket loop.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import numpy as np
 from cortexcast.core.config import path_field
 from cortexcast.core.events import Activity, ImagingFrame, Reconstruction, SyncEvent, from_message
 from cortexcast.core.runtime import ProcessRun, StopSignals, percentiles_ms
-from cortexcast.decoder.live.extraction import ActivityExtractor, ExtractionSettings
-from cortexcast.decoder.live.model_card import ModelError
-from cortexcast.decoder.live.deconvolution import DeconvolutionSettings, OnlineDeconvolver
+from cortexcast.decoder.live.extraction import ExtractionSettings
+from cortexcast.decoder.live.features import FeaturePipeline
+from cortexcast.decoder.live.model_card import ModelError, check_model_rois
+from cortexcast.decoder.live.deconvolution import DeconvolutionSettings
 from cortexcast.decoder.live.motion import MotionCorrector, MotionSettings, load_reference
 from cortexcast.decoder.live.stimulus_clock import StimulusClock, SyncTracker
 from cortexcast.decoder.live.roi_loaders import FORMATS as ROI_FORMATS, detect_format, load_roi_set
-from cortexcast.core.rois import ROIError
+from cortexcast.core.rois import ROIError, ROISet
 from cortexcast.core.message import Message, MessageError
 from cortexcast.stream.pubsub import Publisher, Sockets, Subscriber, parse_wait_for
 
@@ -123,11 +125,9 @@ class FrameDecoder:
                 f"model {settings.model} expects {self.pixels.card.neurons} neurons but the ROI "
                 f"file {settings.rois} has {self.rois.n_neurons}"
             )
-        self.extract = ActivityExtractor(self.rois, settings.frame_rate_hz, settings.extraction)
-        self.motion = _motion_corrector(settings, self.rois.frame_shape)
-        self.deconvolve = (OnlineDeconvolver(self.rois.n_neurons, settings.frame_rate_hz,
-                                             settings.deconvolution)
-                           if settings.activity == "deconvolved" else None)
+        check_model_rois(self.pixels.card, self.rois, settings.model, settings.rois)
+        self.features = feature_pipeline(settings, self.rois)
+        self.motion = self.features.motion
         trained_on = self.pixels.card.extra.get("activity_kind")
         if trained_on is not None and trained_on != settings.activity:
             log.warning("model %s was trained on %r activity but the decoder feeds it %r "
@@ -149,12 +149,7 @@ class FrameDecoder:
 
         Raises ROIError when the frame does not have the ROIs' shape.
         """
-        self.rois.check_frame(pixels.shape)
-        if self.motion is not None:
-            pixels = self.motion(pixels)
-        activity = self.extract(pixels)
-        if self.deconvolve is not None:
-            activity = self.deconvolve(activity)
+        activity = self.features(pixels)
         t_ext = time.monotonic_ns()
         return self.decode(imaging_frame, activity, t_ext)
 
@@ -179,16 +174,33 @@ class FrameDecoder:
                        tuple(outputs))
 
 
+def feature_pipeline(settings: DecoderSettings, rois: ROISet) -> FeaturePipeline:
+    """The frame -> activity pipeline ``settings`` describe, on ``rois``: what the live
+    decoder runs, and what ``cortexcast export`` runs over a recorded session."""
+    return FeaturePipeline(
+        rois, settings.frame_rate_hz, settings.extraction,
+        _motion_corrector(settings, rois.frame_shape),
+        settings.deconvolution if settings.activity == "deconvolved" else None)
+
+
 def _motion_corrector(settings: DecoderSettings,
                       frame_shape: tuple[int, int]) -> MotionCorrector | None:
-    """The motion corrector, with its reference from the settings or the suite2p ROIs' meanImg."""
+    """The motion corrector, with its reference from the settings or else the ROIs' own: the
+    suite2p ROIs' ``meanImg``, or the ``reference`` a cortexcast ROI file was saved with
+    (``cortexcast rois``): the image the ROIs were drawn on."""
     m = settings.motion
     if not m.enabled:
         return None
     ref_path = m.reference
-    if not ref_path and (settings.rois_format == "suite2p" or (
-            settings.rois_format == "auto" and detect_format(settings.rois) == "suite2p")):
+    kind = settings.rois_format if settings.rois_format != "auto" else (
+        detect_format(settings.rois) if settings.rois else "")
+    if not ref_path and kind == "suite2p":
         ref_path = settings.rois  # the mean image the suite2p ROIs were drawn on
+    if not ref_path and kind == "cortexcast":
+        from cortexcast.core.rois import load_reference_of
+
+        if load_reference_of(settings.rois) is not None:
+            ref_path = settings.rois  # the reference `cortexcast rois` drew the ROIs on
     if not ref_path:
         log.info("motion reference: the mean of the first %d frames", m.reference_frames)
         return MotionCorrector(frame_shape, m)

@@ -3,15 +3,23 @@
 Supported (``load_roi_set(path, fmt)``, ``fmt="auto"`` picks by path):
 
 * **cortexcast** ``.npz`` (``cortexcast.core.rois.save_rois``; the simulator's ground truth).
-* **suite2p** (``fmt="suite2p"``): a plane folder (``stat.npy``, ``iscell.npy``,
-  ``ops.npy``) or its ``stat.npy``. ``stat`` is an object array of dicts; each ROI's
+* **suite2p** (``fmt="suite2p"``): a plane folder or any file in it. Two layouts:
+  suite2p >= 1.0 (``stat.npy``, ``iscell.npy``, ``db.npy`` (``Ly``, ``Lx``, ``dy``/``dx``,
+  the raw ``meanImg``), ``settings.npy``, ``reg_outputs.npy`` (the registered ``meanImg``,
+  ``refImg``, offsets), ``detect_outputs.npy``; written by ``suite2p/pipeline_s2p.py``
+  and ``suite2p/io/save.py:combined``), and the older one (``stat.npy``, ``iscell.npy``,
+  ``ops.npy`` holding all of it). A plane folder with ``db.npy`` is read in the current
+  layout even when suite2p also saved an ``ops.npy`` (``save_ops_orig``).
+  ``stat`` is an object array of dicts; each ROI's
   ``ypix``/``xpix``/``lam`` become its mask, pixels flagged in ``overlap`` are left out
   (as suite2p's own extraction does unless ``allow_overlap``), and only ROIs with
   ``iscell[:, 0] == 1`` are kept (all, with a warning, when ``iscell.npy`` is absent).
-  The frame size is ``ops["Ly"], ops["Lx"]``.
+  The frame size is ``Ly, Lx`` of ``db.npy`` (or ``ops.npy``); the motion reference
+  (:func:`suite2p_mean_image`) is ``meanImg`` of ``reg_outputs.npy`` (or of ``ops.npy``;
+  of ``db.npy`` where registration did not run).
   Multi-plane: the ``combined`` folder, or the parent ``suite2p`` folder: its
   ``combined/`` if present, else ``plane0, plane1, ...`` laid out as suite2p's combined
-  view does (each plane at its ``ops["dy"], ops["dx"]``, or, without those, on
+  view does (each plane at its ``dy, dx``, or, without those, on
   suite2p's grid of ``ceil(sqrt(Ly*Lx*n)/Lx)`` columns); neurons are numbered plane by
   plane. The incoming frames must show exactly that layout (one frame, planes side by
   side, as the simulator's mosaic does); a volume sent plane by plane is not supported.
@@ -42,6 +50,9 @@ from cortexcast.core.rois import ROIError, ROISet, from_pixel_lists, load_rois
 log = logging.getLogger("cortexcast.core.rois")
 
 FORMATS = ("auto", "cortexcast", "suite2p", "caiman")
+SUITE2P_FILES = ("stat.npy", "iscell.npy", "ops.npy", "db.npy", "settings.npy",
+                 "reg_outputs.npy", "detect_outputs.npy")
+"""File names that mark suite2p output (both layouts)."""
 
 
 def detect_format(path: str | Path) -> str:
@@ -49,7 +60,7 @@ def detect_format(path: str | Path) -> str:
     p = Path(path)
     if not p.exists():
         raise ROIError(f"ROI file {p} does not exist")
-    if p.is_dir() or p.name in ("stat.npy", "ops.npy", "iscell.npy"):
+    if p.is_dir() or p.name in SUITE2P_FILES:
         return "suite2p"
     suffix = p.suffix.lower()
     if suffix == ".npz":
@@ -86,15 +97,47 @@ def _load_npy(p: Path, pickled: bool) -> Any:
         raise ROIError(f"{p}: cannot read: {exc}") from exc
 
 
+def _load_dict(p: Path) -> dict[str, Any]:
+    d = _load_npy(p, True)
+    d = d.item() if isinstance(d, np.ndarray) and d.dtype == object and d.shape == () else d
+    if not isinstance(d, dict):
+        raise ROIError(f"{p}: not a suite2p file (expected a pickled dict, got {type(d).__name__})")
+    return d
+
+
 def _ops(folder: Path) -> dict[str, Any]:
-    p = folder / "ops.npy"
-    if not p.exists():
-        raise ROIError(f"{folder}: no ops.npy beside stat.npy (it gives the frame size Ly, Lx)")
-    ops = _load_npy(p, True)
-    ops = ops.item() if isinstance(ops, np.ndarray) and ops.dtype == object else ops
-    if not isinstance(ops, dict) or "Ly" not in ops or "Lx" not in ops:
-        raise ROIError(f"{p}: not a suite2p ops file (a dict with Ly and Lx)")
+    """A plane's metadata: ``db.npy`` + ``reg_outputs.npy`` (suite2p >= 1.0) or ``ops.npy``.
+
+    ``["meanImg_file"]`` names the file the ``meanImg`` came from (for messages).
+    """
+    db_path, ops_path = folder / "db.npy", folder / "ops.npy"
+    if db_path.exists():
+        ops = _load_dict(db_path)
+        src = db_path
+        if "meanImg" in ops:
+            ops["meanImg_file"] = db_path
+        reg_path = folder / "reg_outputs.npy"
+        if reg_path.exists():
+            reg = _load_dict(reg_path)
+            ops.update(reg)
+            if "meanImg" in reg:  # the registered mean (db's is of the raw frames)
+                ops["meanImg_file"] = reg_path
+    elif ops_path.exists():
+        ops = _load_dict(ops_path)
+        src = ops_path
+        ops["meanImg_file"] = ops_path
+    else:
+        raise ROIError(f"{folder}: no ops.npy (suite2p < 1.0) or db.npy (suite2p >= 1.0) "
+                       "beside stat.npy (they give the frame size Ly, Lx); point at the whole "
+                       "suite2p plane folder as suite2p wrote it")
+    if "Ly" not in ops or "Lx" not in ops:
+        raise ROIError(f"{src}: not a suite2p {src.name} (a dict with Ly and Lx)")
     return ops
+
+
+def _offset(o: dict[str, Any]) -> tuple[int, int] | None:
+    dy, dx = o.get("dy"), o.get("dx")
+    return None if dy is None or dx is None else (int(np.ravel(dy)[0]), int(np.ravel(dx)[0]))
 
 
 def _plane_folders(folder: Path) -> list[Path]:
@@ -113,8 +156,9 @@ def _suite2p_layout(folder: Path) -> tuple[list[tuple[Path, int, int]], tuple[in
     if not planes:
         raise ROIError(f"{folder}: no stat.npy, combined/ or plane0/ folder: not suite2p output")
     opss = [_ops(d) for d in planes]
-    if all("dy" in o and "dx" in o for o in opss):
-        offsets = [(int(o["dy"]), int(o["dx"])) for o in opss]
+    given = [_offset(o) for o in opss]
+    if all(g is not None for g in given):
+        offsets = [g for g in given if g is not None]
     else:  # suite2p's own grid for planes without physical offsets
         ly, lx = int(opss[0]["Ly"]), int(opss[0]["Lx"])
         ncol = int(np.ceil(np.sqrt(ly * lx * len(planes)) / lx))
@@ -141,7 +185,8 @@ def load_suite2p(path: str | Path, block_px: int = 32, cells_only: bool = True) 
                 keep = iscell[:, 0] > 0.5
         elif cells_only:
             log.warning("%s: no iscell.npy, using all %d ROIs", plane, len(stat))
-        ly, lx = _ops(plane)["Ly"], _ops(plane)["Lx"]
+        plane_ops = _ops(plane)
+        ly, lx = int(plane_ops["Ly"]), int(plane_ops["Lx"])
         for i in np.flatnonzero(keep):
             st = stat[i]
             if not isinstance(st, dict) or "ypix" not in st or "xpix" not in st:
@@ -154,7 +199,7 @@ def load_suite2p(path: str | Path, block_px: int = 32, cells_only: bool = True) 
                 y, x, lam = y[~ov], x[~ov], lam[~ov]
             if y.size and (y.max() >= ly or x.max() >= lx or min(y.min(), x.min()) < 0):
                 raise ROIError(f"{plane / 'stat.npy'}: ROI {i} has pixels outside the "
-                               f"{ly}x{lx} plane of its ops.npy")
+                               f"{ly}x{lx} plane of its db.npy/ops.npy")
             ys.append(y + dy)
             xs.append(x + dx)
             lams.append(lam)
@@ -164,7 +209,7 @@ def load_suite2p(path: str | Path, block_px: int = 32, cells_only: bool = True) 
 
 
 def suite2p_mean_image(path: str | Path) -> np.ndarray:
-    """The registered mean image (``ops["meanImg"]``) laid out like :func:`load_suite2p`."""
+    """The registered mean image (``meanImg``) laid out like :func:`load_suite2p`."""
     p = Path(path)
     folder = p.parent if p.is_file() else p
     layout, shape = _suite2p_layout(folder)
@@ -172,8 +217,12 @@ def suite2p_mean_image(path: str | Path) -> np.ndarray:
     for plane, dy, dx in layout:
         ops = _ops(plane)
         if "meanImg" not in ops:
-            raise ROIError(f"{plane / 'ops.npy'}: has no meanImg")
+            raise ROIError(f"{plane}: no meanImg in reg_outputs.npy, db.npy or ops.npy; set "
+                           "[decoder.motion] reference to an image of this field of view")
         m = np.asarray(ops["meanImg"], np.float32)
+        if m.shape != (int(ops["Ly"]), int(ops["Lx"])):
+            raise ROIError(f"{ops['meanImg_file']}: meanImg is {m.shape}, the plane is "
+                           f"{int(ops['Ly'])}x{int(ops['Lx'])}")
         img[dy:dy + m.shape[0], dx:dx + m.shape[1]] = m
     return img
 

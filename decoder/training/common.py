@@ -1,9 +1,10 @@
 """What ``--method ridge`` and ``--method decoder`` share, without torch.
 
 The settings and result of ``cortexcast train``, the train/validation split, the card extras
-every trained model gets (the simulator's ``sim.json``, the activity kind), the export
-tolerance and the one ridge alpha grid. ``--method ridge`` runs in an environment without
-torch, so nothing here (nor in :mod:`~cortexcast.decoder.training.ridge`) may import it.
+every trained model gets (the simulator's ``sim.json``, the ROI set's fingerprint, the
+activity kind), the export tolerance and the one ridge alpha grid. ``--method ridge`` runs
+in an environment without torch, so nothing here (nor in
+:mod:`~cortexcast.decoder.training.ridge`) may import it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cortexcast.core.roi_fingerprint import DATASET_ROI_META, read_dataset_roi_meta
 from cortexcast.decoder.live.model_card import ModelCard, save_card, save_mask
 from cortexcast.decoder.live.pixel_decoder import save_training_stats
 from cortexcast.decoder.offline.dataset import DatasetError, SensoriumDataset
@@ -95,7 +97,8 @@ class TrainSettings(ModelSettings):
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
     """Copied into the card's ``extra``; a dataset's ``sim.json`` (from ``cortexcast
-    simulate``) is copied there as ``simulation`` without asking."""
+    simulate``) is copied there as ``simulation`` and its ``meta/rois.json`` (from
+    ``cortexcast export``) as ``rois`` without asking."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -150,6 +153,29 @@ def simulation_extra(ds: SensoriumDataset) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as exc:
         log.warning("%s: not readable JSON (%s); not copied into the card", p, exc)
         return {}
+
+
+def rois_extra(ds: SensoriumDataset) -> dict[str, Any]:
+    """``{"rois": meta/rois.json}`` for a dataset made from a session (``cortexcast export``).
+
+    The ROI set's fingerprint, file name and motion reference hash go into the card, so the
+    live decoder and ``doctor`` can refuse another ROI set. ``{}`` for a dataset without it
+    (``cortexcast simulate``, Sensorium downloads).
+    """
+    meta = read_dataset_roi_meta(ds.root)
+    if meta is None:
+        return {}
+    count = int(meta["fingerprint"]["count"])
+    if count != ds.n_neurons:
+        raise DatasetError(f"{ds.root / DATASET_ROI_META} names {count} ROIs but the dataset "
+                           f"has {ds.n_neurons} neurons; re-run `cortexcast export`")
+    return {"rois": meta}
+
+
+def dataset_extra(ds: SensoriumDataset) -> dict[str, Any]:
+    """What every trained model's card ``extra`` gets from its dataset: the simulator
+    settings (``simulation``) and the ROI set (``rois``), where the dataset records them."""
+    return {**simulation_extra(ds), **rois_extra(ds)}
 
 
 def activity_kind(ds: SensoriumDataset, ids: Sequence[int]) -> str:

@@ -21,7 +21,7 @@ from cortexcast.decoder.live.model_card import ModelCard, ModelError
 from cortexcast.decoder.offline.dataset import DatasetError, SensoriumDataset
 from cortexcast.decoder.offline.evaluate import choose_mask
 from cortexcast.decoder.training.common import (
-    ONNX_TOLERANCE, TrainResult, TrainSettings, activity_kind, save_beside, simulation_extra,
+    ONNX_TOLERANCE, TrainResult, TrainSettings, activity_kind, dataset_extra, save_beside,
     split_trials,
 )
 from cortexcast.decoder.training.features import (
@@ -144,7 +144,7 @@ def card_info(m: Mouse, s: TrainSettings, model: ResidualDecoder, r: FitReport,
     n = len(model.members)
     method = "ensemble" if n > 1 else "decoder"
     extra: dict[str, Any] = {
-        **simulation_extra(m.ds), **s.extra,
+        **dataset_extra(m.ds), **s.extra,
         "activity_kind": activity_kind(m.ds, m.train_ids),
         "behavior_mean": [float(v) for v in m.front.beh_mean],
         "training": {

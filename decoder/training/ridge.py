@@ -45,7 +45,7 @@ from cortexcast.decoder.live.metric import clip_correlation, mean_over_clips
 from cortexcast.decoder.offline.dataset import DatasetError, SensoriumDataset
 from cortexcast.decoder.offline.evaluate import choose_mask
 from cortexcast.decoder.training.common import (
-    ALPHAS, ModelSettings, TrainResult, activity_kind, simulation_extra, split_trials,
+    ALPHAS, ModelSettings, TrainResult, activity_kind, dataset_extra, split_trials,
 )
 from cortexcast.decoder.training.ridge_export import export_ridge, reduced_rank
 from cortexcast.decoder.training.ridge_fit import (
@@ -175,7 +175,7 @@ def train_ridge(s: RidgeSettings) -> TrainResult:
                       "train_trials": len(train_ids), "train_frames": count,
                       "validation": val_desc, "validation_trials": len(val_ids),
                       "eval_mask": mask_desc, "normalisation": norm.source},
-        "extra": {**simulation_extra(ds), **s.extra,
+        "extra": {**dataset_extra(ds), **s.extra,
                   "activity_kind": activity_kind(ds, train_ids),
                   "training": {"method": "ridge", "components": k, "alpha": alpha,
                                "alphas": list(fit.alphas), "history": history,
