@@ -118,8 +118,7 @@ def live_config(work: Path, args: argparse.Namespace, rois: Path, model: Path) -
                                           "speed": args.live_speed}},
         "decoder": {"frames_from": daq_ep, "publish": dec_ep, "rois": str(rois),
                     "model": str(model), "frame_rate_hz": args.imaging_rate,
-                    "stim_rate_hz": 30.0, "hwm": 100000, "wait_for": ["reconstruction"],
-                    "stats_out": str(work / "live-run" / "decoder-stats.json")},
+                    "stim_rate_hz": 30.0, "hwm": 100000, "wait_for": ["reconstruction"]},
         "record": {"endpoints": [dec_ep], "out": str(work / "live.ccr"),
                    "topics": ["reconstruction"], "hwm": 100000},
     }
@@ -217,6 +216,21 @@ def main(argv: list[str] | None = None) -> int:
             "--mask", str(work / "ds_simulate" / "eval_mask.npy"), "--json", str(result), log=logs / f"evaluate_{name}.log")
         scores[name] = score(result)
     out["scores"] = scores
+    # The same comparison on one test set: the true-footprint export and the simulate dataset
+    # hold the same neurons in the same order, so each model can be scored on the other's
+    # test tier (clip content varies a lot between 10-clip test sets).
+    cross: dict[str, float] = {}
+    for model, data, tier in (("simulate", "true", "final_test_main"),
+                              ("true", "simulate", "final_test_main"),
+                              ("simulate", "simulate", "live_test_main"),
+                              ("true", "simulate", "live_test_main")):
+        result = work / f"evaluate_{model}_on_{data}_{tier}.json"
+        cortexcast("evaluate", "--data", str(work / f"ds_{data}"), "--model",
+                   str(work / f"model_{model}.onnx"), "--tier", tier,
+                   "--mask", str(work / "ds_simulate" / "eval_mask.npy"), "--json", str(result),
+                   log=logs / f"evaluate_{model}_on_{data}_{tier}.log")
+        cross[f"{model} model on {data} {tier}"] = score(result)
+    out["cross"] = cross
     if args.live:
         times["live"] = cortexcast("up", "--config", str(live_config(
             work, args, work / "rois.npz", work / "model_detected.onnx")), log=logs / "live.log")
@@ -238,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:9s} {scores[name]:.3f}")
     print(f"  export/true footprints vs simulate: {out['ratio_true']:.3f}x (goal >= 0.95)")
     print(f"  export/detected ROIs   vs simulate: {out['ratio_detected']:.3f}x (goal >= 0.90)")
+    for name, value in cross.items():
+        print(f"  {name}: {value:.3f}")
     print("times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
     print(f"wrote {work / 'rig_day.json'}")
     return 0

@@ -66,7 +66,7 @@ def test_rois_export_train_evaluate_and_the_live_replay(rig_day: Path) -> None:
     assert detected.n_neurons > 0
     ds = SensoriumDataset(rig_day / "ds_detected")
     assert ds.n_neurons == detected.n_neurons
-    tiers = {t: len(ds.trial_ids(t)) for t in ds.tiers}
+    tiers = {t: len(ds.trial_ids(t)) for t in ds.tiers()}
     assert tiers.get("final_test_main") == 2 * 2  # test clips x repeats
     assert tiers.get("train", 0) + tiers.get("oracle", 0) == 6
     meta = read_dataset_roi_meta(rig_day / "ds_detected")
@@ -77,6 +77,6 @@ def test_rois_export_train_evaluate_and_the_live_replay(rig_day: Path) -> None:
         assert math.isfinite(result["scores"][name]), result["scores"]
     assert result["live_reconstructions"] > 0
     # every replayed imaging frame was decoded: one reconstruction per stimulus frame it covers
-    stats = json.loads((rig_day / "live-run" / "decoder-stats.json").read_text())
+    stats = json.loads((rig_day / "live-run" / "decoder.json").read_text())
     assert stats["frames_in"] == result["session_counts"]["frames"], stats
     assert stats["bad_frames"] == 0 and stats["reconstructions_out"] == result["live_reconstructions"]

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cortexcast.app.behavior_check import check_behavior
 from cortexcast.app.registry import STACK_PROCESSES, process
 from cortexcast.app.rig_checks import (
     Check, RigFacts, Status, check_frames, check_ni, check_ports, check_scanimage, check_serial,
@@ -226,7 +227,8 @@ def run_checks(config: Path | None, timeout_s: float = 3.0,
     steps: list[Callable[[], list[Check]]] = [
         lambda: check_ni(facts, ni_system), lambda: check_serial(facts),
         lambda: check_ports(facts),
-        lambda: check_frames(facts, timeout_s), lambda: check_rois(facts),
+        lambda: check_frames(facts, timeout_s), lambda: check_behavior(facts, timeout_s),
+        lambda: check_rois(facts),
         lambda: check_model(facts, default=config is None),
         lambda: check_roi_fingerprint(facts), lambda: check_loop(facts)]
     for step in steps:
