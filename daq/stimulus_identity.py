@@ -21,7 +21,6 @@ from cortexcast.core.errors import CortexcastError
 import json
 import logging
 import os
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import numpy as np
 from cortexcast.core.events import StimulusFrame
 
 from cortexcast.daq.source import AcquisitionError, AcquisitionSource
+from cortexcast.daq.udp_listener import UdpListener
 
 log = logging.getLogger(__name__)
 STIM_SHAPE = (36, 64)
@@ -136,9 +136,8 @@ class StimulusIdentitySource(AcquisitionSource):
         self.s = settings
         self.library = ClipLibrary(settings.clip_library)
         self._monotonic = monotonic
-        self._sock: socket.socket | None = None
+        self._listener: UdpListener | None = None
         self._closed = False
-        self._reading = False
         self.received = self.bad = 0
         self.following = threading.Event()
         """Set once the log file is open and positioned (new lines from then on are read)."""
@@ -146,9 +145,9 @@ class StimulusIdentitySource(AcquisitionSource):
     @property
     def address(self) -> tuple[str, int]:
         """The bound UDP address (port 0 in the settings picks a free one)."""
-        if self._sock is None:
+        if self._listener is None:
             raise RuntimeError("not open")
-        return self._sock.getsockname()[:2]
+        return self._listener.address
 
     def status(self) -> dict[str, int]:
         return {"stimulus_ids": self.received, "stimulus_bad": self.bad,
@@ -157,33 +156,18 @@ class StimulusIdentitySource(AcquisitionSource):
     def __enter__(self) -> StimulusIdentitySource:
         self._closed = False
         if self.s.mode == "udp":
-            host, _, port = self.s.listen.rpartition(":")
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                sock.bind((host, int(port)))
-            except OSError as exc:
-                sock.close()
-                raise AcquisitionError(f"stimulus identity: cannot listen on UDP "
-                                       f"{self.s.listen} ({exc}); check [daq.stimulus] listen"
-                                       ) from exc
-            sock.settimeout(self.s.poll_s)
-            self._sock = sock
+            self._listener = UdpListener(self.s.listen, self.s.poll_s,
+                                         what="stimulus identity", setting="[daq.stimulus] listen")
         elif not Path(self.s.log_file).parent.is_dir():
             raise AcquisitionError(f"stimulus identity: the folder of log_file "
                                    f"{self.s.log_file!r} does not exist")
         return self
 
     def close(self) -> None:
-        """Stop :meth:`events` (from any thread: the socket is closed by the thread reading
-        it, within ``poll_s``, or here when nothing reads it)."""
+        """Stop :meth:`events` (from any thread)."""
         self._closed = True
-        if not self._reading:
-            self._close_socket()
-
-    def _close_socket(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close()
+        if self._listener is not None:
+            self._listener.close()
 
     def events(self) -> Iterator[StimulusFrame]:
         raw = self._udp() if self.s.mode == "udp" else self._log_lines()
@@ -206,23 +190,12 @@ class StimulusIdentitySource(AcquisitionSource):
                                 self.library.pixels(clip, clip_frame), clip, clip_frame)
 
     def _udp(self) -> Iterator[bytes]:
-        sock = self._sock
-        if sock is None:
+        if self._listener is None:
             return
-        self._reading = True
         try:
-            while not self._closed:
-                try:
-                    data = sock.recv(65536)
-                except TimeoutError:
-                    continue
-                yield data
+            yield from self._listener.datagrams()
         except OSError as exc:
             raise AcquisitionError(f"stimulus identity: UDP receive failed: {exc}") from exc
-        finally:
-            self._reading = False
-            if self._closed:
-                self._close_socket()
 
     def _log_lines(self) -> Iterator[bytes]:
         """Complete lines appended to the log (follows truncation / re-creation)."""

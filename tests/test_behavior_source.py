@@ -376,7 +376,7 @@ def test_unusable_stream_appearing_later_is_logged_and_the_daq_goes_on(rigs, cap
                  what="the error")
         assert rig.sync(running=1.0).behavior == {"running": 1.0, "behavior_stale": 1.0}
         rig.close()  # the reader waits before retrying; a stop ends that wait
-        assert not rig.feed._reading  # its thread ended
+        assert not rig.feed.reading  # its thread ended
     assert sum("cannot use" in r.message for r in caplog.records) == 1
     assert rig.feed.connects == 0
     del out

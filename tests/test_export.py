@@ -412,11 +412,14 @@ def test_live_decoder_replay_equals_reconstruct_on_the_export(tmp_path, rate_hz,
                 for stim, pixels in dec(ev.index, ev.pixels).outputs:
                     live[stim] = pixels
     compared, outside = 0, []
+    # The session's last flips can leave the screen before its last imaging frame ends: no
+    # imaging frame carries them, so the live decoder never reconstructs them.
+    last_live = max(live)
     for tid, start in enumerate(np.load(ds / "meta/trials/first_stim_frame.npy")):
         offline = np.load(tmp_path / "recon" / f"{tid}.npy")
         t_len = len(offline)
         assert t_len >= CLIP_FRAMES - 1
-        for f in range(w - 1 - lag, t_len - lag):
+        for f in range(w - 1 - lag, min(t_len - lag, last_live - start + 1)):
             np.testing.assert_allclose(live[start + f], offline[f], rtol=0, atol=1e-3,
                                        err_msg=f"trial {tid} frame {f}")
             compared += 1

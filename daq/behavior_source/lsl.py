@@ -72,6 +72,11 @@ class LslBehaviorSource(BehaviorFeed):
             ("source_id", self.s.lsl_source_id)) if value]
         return " and ".join(parts)
 
+    @property
+    def reading(self) -> bool:
+        """A thread is reading the inlet now."""
+        return self._reading
+
     def describe(self) -> str:
         return f"LSL stream [{self.predicate}]"
 

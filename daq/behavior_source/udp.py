@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 from typing import Any
 
 from cortexcast.daq.behavior_source.alignment import BehaviorFeed, SenderClock
 from cortexcast.daq.behavior_source.settings import BehaviorSettings
-from cortexcast.daq.source import AcquisitionError
+from cortexcast.daq.udp_listener import UdpListener
 
 
 class DatagramError(ValueError):
@@ -32,16 +31,20 @@ class UdpBehaviorSource(BehaviorFeed):
     def __init__(self, settings: BehaviorSettings, **kwargs: Any) -> None:
         super().__init__(settings, **kwargs)
         self.clock = SenderClock(settings.clock_window)
-        self._sock: socket.socket | None = None
-        self._reading = False
+        self._listener: UdpListener | None = None
         self.datagrams = 0
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound address (port 0 in ``listen`` picks a free one)."""
-        if self._sock is None:
+        if self._listener is None:
             raise RuntimeError("not open")
-        return self._sock.getsockname()[:2]
+        return self._listener.address
+
+    @property
+    def reading(self) -> bool:
+        """A thread is reading the socket now."""
+        return self._listener is not None and self._listener.reading
 
     def status(self) -> dict[str, Any]:
         out = super().status()
@@ -50,48 +53,21 @@ class UdpBehaviorSource(BehaviorFeed):
 
     def __enter__(self) -> UdpBehaviorSource:
         self._closed = False
-        host, _, port = self.s.listen.rpartition(":")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            sock.bind((host, int(port)))
-        except OSError as exc:
-            sock.close()
-            raise AcquisitionError(f"behaviour source: cannot listen on UDP {self.s.listen} "
-                                   f"({exc}); check [daq.behavior] listen, or whether another "
-                                   "program holds the port") from exc
-        sock.settimeout(self.s.poll_s)
-        self._sock = sock
+        self._listener = UdpListener(self.s.listen, self.s.poll_s, what="behaviour source",
+                                     setting="[daq.behavior] listen")
         return self
 
     def close(self) -> None:
-        """Stop reading (any thread: the socket is closed by the reading thread within
-        ``poll_s``, or here when nothing reads it)."""
+        """Stop reading (any thread)."""
         self._closed = True
-        if not self._reading:
-            sock, self._sock = self._sock, None
-            if sock is not None:
-                sock.close()
+        if self._listener is not None:
+            self._listener.close()
 
     def _read(self) -> None:
-        sock = self._sock
-        if sock is None:
+        if self._listener is None:
             return
-        self._reading = True
-        try:
-            while not self._closed:
-                try:
-                    data = sock.recv(65536)
-                except TimeoutError:
-                    continue
-                except OSError as exc:  # e.g. ICMP errors on some platforms: go on
-                    self.count_bad("receive", exc)
-                    continue
-                self.handle(data, self._monotonic())
-        finally:
-            self._reading = False
-            if self._closed:
-                self._sock = None
-                sock.close()
+        for data in self._listener.datagrams(lambda exc: self.count_bad("receive", exc)):
+            self.handle(data, self._monotonic())
 
     def handle(self, data: bytes, t_recv: float) -> None:
         """Decode one datagram received at ``t_recv`` and store its readings."""

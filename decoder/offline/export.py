@@ -40,9 +40,9 @@ from cortexcast.decoder.live.mask_file import read_mask
 from cortexcast.decoder.live.motion import load_reference
 from cortexcast.decoder.live.process import DecoderSettings, feature_pipeline
 from cortexcast.decoder.live.roi_loaders import detect_format, load_roi_set
-from cortexcast.decoder.offline.export_io import (Progress, TrialVideos, prefetch,
-                                                  uncovered_trials)
-from cortexcast.decoder.offline.session_frames import SessionFrames, TiffFrames, open_session_frames
+from cortexcast.decoder.offline.export_io import Progress, TrialVideos, uncovered_trials
+from cortexcast.decoder.offline.session_frames import (SessionFrames, TiffFrames,
+                                                       open_session_frames, read_ahead)
 from cortexcast.decoder.offline.session_plan import SessionPlan, plan_session
 from cortexcast.decoder.offline.trials import (DatasetOutput, FrameValues, SessionAssembler,
                                                TrialRows)
@@ -309,24 +309,23 @@ def _run(plan: SessionPlan, frames: SessionFrames, features: Any, sink: Sensoriu
     # the daq started) were never seen live: they do not feed the features either
     progress = Progress(len(frames), settings.progress, plan.imaging_rate_hz())
     previous = None
-    with prefetch(frames.iter_frames(), settings.prefetch) as items:
-        for index, pixels in items:
-            progress.step()
-            if index < first:
-                counts["frames_before_session"] += 1
-                continue
-            if previous is not None and index <= previous:
-                counts["frames_out_of_order"] += 1
-                continue
-            previous = index
-            activity = features(pixels)
-            counts["frames"] += 1
-            row = plan.sync_row(index)
-            if row is None:
-                counts["frames_without_sync"] += 1
-                continue
-            beh = plan.behavior[row]
-            assembler.feed(int(plan.stim[row]), FrameValues(activity, beh[:2], beh[2:]))
+    for index, pixels in read_ahead(frames.iter_frames(), settings.prefetch):
+        progress.step()
+        if index < first:
+            counts["frames_before_session"] += 1
+            continue
+        if previous is not None and index <= previous:
+            counts["frames_out_of_order"] += 1
+            continue
+        previous = index
+        activity = features(pixels)
+        counts["frames"] += 1
+        row = plan.sync_row(index)
+        if row is None:
+            counts["frames_without_sync"] += 1
+            continue
+        beh = plan.behavior[row]
+        assembler.feed(int(plan.stim[row]), FrameValues(activity, beh[:2], beh[2:]))
     assembler.close()
     progress.close()
     counts.update(dataclasses.asdict(assembler.counts))

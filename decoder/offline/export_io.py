@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 import sys
-import threading
 import time
-from typing import Any, Iterator, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +21,6 @@ STIM_SHAPE = (36, 64)
 PLACEHOLDER_LEVEL = 128
 """The stimulus-identity source's grey placeholder when it has no clip library."""
 
-T = TypeVar("T")
 
 
 class TrialVideos:
@@ -93,57 +89,6 @@ def uncovered_trials(plan: SessionPlan, frames: TiffFrames) -> list[int]:
     a, b = frames.span()
     return [k for k, t in enumerate(plan.trials)
             if t.first_imaging >= 0 and (t.first_imaging < a or t.last_imaging > b)]
-
-
-_END = object()
-
-
-@contextlib.contextmanager
-def prefetch(items: Iterator[T], depth: int) -> Iterator[Iterator[T]]:
-    """``items`` produced on a second thread, up to ``depth`` ahead (file reads and decoding
-    overlap the features); the thread's exceptions are raised in the consumer."""
-    if depth <= 0:
-        yield items
-        return
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(x: Any) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(x, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for x in items:
-                if not put((x, None)):
-                    return
-        except BaseException as exc:  # noqa: BLE001 (re-raised in the consumer)
-            put((None, exc))
-            return
-        put((_END, None))
-
-    thread = threading.Thread(target=produce, name="export-read", daemon=True)
-    thread.start()
-
-    def consume() -> Iterator[T]:
-        while True:
-            x, exc = q.get()
-            if exc is not None:
-                raise exc
-            if x is _END:
-                return
-            yield x
-
-    try:
-        yield consume()
-    finally:
-        stop.set()
-        thread.join(timeout=10)
 
 
 class Progress:

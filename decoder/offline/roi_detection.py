@@ -52,8 +52,8 @@ from cortexcast.decoder.live.motion import (FrameShifter, MotionCorrector, Motio
 from cortexcast.decoder.offline.roi_cells import (DetectionError, estimate_diameter, find_cells,
                                                   inner_region, local_correlation,
                                                   normalise_bins)
-from cortexcast.decoder.offline.roi_frames import (ReadFn, SamplePlan, frame_access, plan_sample,
-                                                   prefetch)
+from cortexcast.decoder.offline.roi_frames import ReadFn, SamplePlan, frame_access, plan_sample
+from cortexcast.decoder.offline.session_frames import read_ahead
 
 __all__ = ["DetectionError", "DetectionSettings", "Detection", "detect"]
 
@@ -168,7 +168,7 @@ def register_bins(read: ReadFn, plan: SamplePlan, frame_shape: tuple[int, int],
     mean = np.zeros(frame_shape, np.float64)
     t_read = t_reg = 0.0
     t1 = last = time.perf_counter()
-    it = prefetch(read(index))
+    it = read_ahead(read(index))
     done = 0
     while True:
         a = time.perf_counter()

@@ -4,14 +4,13 @@ A session is far too long to read whole (30 min at 512x512 is 28 GB). Sources wi
 random access (an array, a cortexcast recording: its records are read by seeking) give
 short contiguous runs spread over the session; a source that can only be read in order
 (``iter_frames(step)``, e.g. ScanImage TIFFs) gives every ``step``-th frame. Frames are
-read ahead on a thread (:func:`prefetch`) so reading overlaps registration.
+read ahead on a thread (:func:`cortexcast.decoder.offline.session_frames.read_ahead`) so
+reading overlaps registration.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -144,44 +143,3 @@ def plan_sample(n_frames: int, frame_rate_hz: float, *, max_frames: int, bin_s: 
     starts = np.unique(np.linspace(0, n_frames - b, max(n_bins, 1)).round().astype(np.int64))
     bins = [np.arange(s, s + b) for s in starts]
     return SamplePlan(ref, bins, b, 1)
-
-
-def prefetch(items: Iterator[tuple[int, np.ndarray]],
-             depth: int = 16) -> Iterator[tuple[int, np.ndarray]]:
-    """``items`` read ahead on a thread, so that reading (disk, checksums, decoding) overlaps
-    registration. Exceptions are re-raised in the caller."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    end = object()
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(end)
-        except BaseException as exc:  # handed to the consumer
-            put(exc)
-
-    thread = threading.Thread(target=work, name="rois-read", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is end:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5.0)

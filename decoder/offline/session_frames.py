@@ -16,9 +16,11 @@ Frames are read one at a time (a 30-min 512x512 session is ~28 GB); ``len`` and
 from __future__ import annotations
 
 import logging
+import queue
 import struct
+import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import numpy as np
 
@@ -32,6 +34,7 @@ from cortexcast.daq.source import AcquisitionError
 from cortexcast.stream.recording import RecordingError, RecordingReader
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FRAMES_TOPIC = "frames"
 
@@ -275,3 +278,47 @@ def open_session_frames(recording: str | Path | None = None,
         raise SessionFramesError(f"recording {recording} does not exist; pass the .ccr file "
                                  "`cortexcast record` wrote")
     return RecordingFrames(recording)
+
+
+def read_ahead(items: Iterator[T], depth: int = 16) -> Iterator[T]:
+    """``items`` read ahead on a thread, up to ``depth`` of them, so that reading (disk,
+    checksums, decoding) overlaps the work on the frames (export's features, the ROI
+    detection's registration). Exceptions are re-raised in the caller; ``depth`` 0: no thread."""
+    if depth <= 0:
+        yield from items
+        return
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(end)
+        except BaseException as exc:  # handed to the consumer
+            put(exc)
+
+    thread = threading.Thread(target=work, name="session-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5.0)
