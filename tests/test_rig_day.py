@@ -53,6 +53,8 @@ def test_the_session_recorded_every_flip_with_its_clip_and_the_eye(rig_day: Path
     fresh = [s for s in syncs if "pupil" in s.behavior]
     assert len(fresh) >= 0.9 * len(syncs)  # the eye tracker's pupil reached the sync
     assert all("running" in s.behavior for s in syncs)
+    summary = (rig_day / "logs" / "session.log").read_text()  # what `up` printed at the end
+    assert f"recorded to {rig_day / 'session.ccr'}: " in summary and "dropped 0" in summary
 
 
 def test_rois_export_train_evaluate_and_the_live_replay(rig_day: Path) -> None:

@@ -128,6 +128,12 @@ def print_summary(sup: Supervisor, reason: str, quiet: bool = False) -> dict[str
                   f"{_fmt(v.get('max'), '8.2f')}{v.get('n', 0):>8}")
     print(f"running pixel correlation (stimulus vs reconstruction): "
           f"{_fmt(summary['pixel_correlation'], '.3f')}")
+    rec = stats.get("record")
+    if rec:
+        topics = ", ".join(f"{k} {v}" for k, v in (rec.get("messages") or {}).items())
+        print(f"recorded to {rec.get('out')}: {topics or 'nothing'} "
+              f"({_fmt((rec.get('bytes') or 0) / 1e9, '.2f')} GB), dropped "
+              f"{_fmt(rec.get('total_dropped'), '')}")
     loop = stats.get("loop")
     if loop:
         ms = loop.get("frame_to_output_ms") or {}
