@@ -186,7 +186,8 @@ def run_daq(settings: DaqSettings, *, sockets: Sockets = Sockets(),
     """
     first_event: float | None = None
     with ProcessRun("daq", settings.stats_out, stop=stop) as run:
-        pub = sockets.publisher(settings.publish, "daq", hwm=settings.hwm)
+        pub = sockets.publisher(settings.publish, "daq", hwm=settings.hwm,
+                                what="[daq] publish")
         publish = EventPublisher(pub)
 
         def stats() -> dict[str, Any]:

@@ -10,6 +10,10 @@ import numpy as np
 END_TO_END = ("daq.pub", "display.recv")
 #: Its key in :func:`spans` and :meth:`LatencyStats.summary` (what bench and status read).
 END_TO_END_KEY = "end_to_end"
+#: Where spans past :attr:`LatencyStats.max_spans` (or with absurd names) are counted.
+OTHER_KEY = "other"
+#: Stamp names come off the wire: a span name longer than this is counted as ``"other"``.
+MAX_SPAN_NAME = 200
 
 
 def span_name(first: str, last: str) -> str:
@@ -56,12 +60,21 @@ class LatencyStats:
 
     p50/p99 are over the kept samples (9,000 = 5 min at 30 Hz); ``max`` and
     ``n`` are over everything seen since the start.
+
+    Stamp names are whatever the producers wrote (the decoder forwards its input's), so
+    the number of spans is capped: the first ``max_spans`` distinct spans (plus
+    ``"end_to_end"``) get their own buffer, every later one, and any span whose name is
+    longer than :data:`MAX_SPAN_NAME`, is pooled into one ``"other"`` buffer.
     """
 
-    def __init__(self, max_samples: int = 9000, end_to_end: tuple[str, str] = END_TO_END) -> None:
+    def __init__(self, max_samples: int = 9000, end_to_end: tuple[str, str] = END_TO_END,
+                 *, max_spans: int = 32) -> None:
         if max_samples < 1:
             raise ValueError(f"max_samples must be >= 1, got {max_samples}")
+        if max_spans < 1:
+            raise ValueError(f"max_spans must be >= 1, got {max_spans}")
         self.max_samples = max_samples
+        self.max_spans = max_spans
         self.end_to_end = end_to_end
         self._spans: dict[str, _Ring] = {}
 
@@ -74,7 +87,14 @@ class LatencyStats:
         for name, ms in spans(stamps, self.end_to_end).items():
             ring = self._spans.get(name)
             if ring is None:
-                ring = self._spans[name] = _Ring(self.max_samples)
+                if name != END_TO_END_KEY and (
+                        len(name) > MAX_SPAN_NAME
+                        or sum(n not in (END_TO_END_KEY, OTHER_KEY) for n in self._spans)
+                        >= self.max_spans):
+                    name = OTHER_KEY
+                ring = self._spans.get(name)
+                if ring is None:
+                    ring = self._spans[name] = _Ring(self.max_samples)
             ring.add(ms)
 
     def samples(self, name: str) -> np.ndarray:
@@ -83,10 +103,11 @@ class LatencyStats:
         return ring.kept().copy() if ring is not None else np.empty(0)
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """``{span: {n, p50, p99, max}}`` (ms) in pipeline order, ``"end_to_end"`` last."""
+        """``{span: {n, p50, p99, max}}`` (ms) in pipeline order, then ``"other"`` (spans
+        past the cap, pooled) and ``"end_to_end"`` last."""
         out: dict[str, dict[str, float]] = {}
-        e2e = END_TO_END_KEY
-        names = [n for n in self._spans if n != e2e] + ([e2e] if e2e in self._spans else [])
+        tail = [k for k in (OTHER_KEY, END_TO_END_KEY) if k in self._spans]
+        names = [n for n in self._spans if n not in tail] + tail
         for name in names:
             ring = self._spans[name]
             p50, p99 = np.percentile(ring.kept(), [50, 99])

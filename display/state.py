@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 STIMULUS = "stimulus"
 RECONSTRUCTION = "reconstruction"
+#: Unknown topics counted by name in ``bad`` (the rest as ``"topic:other"``).
+MAX_BAD_TOPICS = 16
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,12 @@ class DisplayState:
     def ingest(self, msg: Message) -> None:
         """Take one decoded message; unknown topics and malformed ones are counted as bad."""
         if msg.topic not in (STIMULUS, RECONSTRUCTION):
-            self.bad[f"topic:{msg.topic}"] += 1
+            # topics come off the wire (a SUB matches by prefix): a few by name, then pooled
+            key = f"topic:{msg.topic}"
+            if key not in self.bad and (len(msg.topic) > 64 or sum(
+                    k.startswith("topic:") for k in self.bad) >= MAX_BAD_TOPICS):
+                key = "topic:other"
+            self.bad[key] += 1
             return
         try:
             event = from_message(msg)

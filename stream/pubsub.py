@@ -11,6 +11,10 @@
   subscribe to it and know when their producer was last alive.
 * A subscriber never raises on a bad message: it counts it per fault kind,
   logs the first of each kind, and goes on.
+* Whatever is keyed by names off the wire is bounded: a subscriber keeps
+  per-(source, topic) counters for at most ``max_streams`` streams and heartbeats
+  for ``max_sources`` sources, and pools the rest under :data:`OTHER`; a
+  restarted (or fake) sequence is counted every time, logged once a minute per source.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import logging
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import zmq
@@ -31,6 +35,10 @@ from cortexcast.stream.message import Message, MessageError, decode, encode
 log = logging.getLogger(__name__)
 
 HEARTBEAT_TOPIC = "_hb"
+#: The (source, topic) counters of streams past a subscriber's ``max_streams`` are pooled here.
+OTHER = ("other", "other")
+#: A source's restarted/fake sequences are logged at most once per this many seconds.
+RESTART_LOG_INTERVAL_S = 60.0
 
 
 class StreamError(CortexcastError, RuntimeError):
@@ -40,6 +48,21 @@ class StreamError(CortexcastError, RuntimeError):
 def _check_endpoint(endpoint: str) -> None:
     if not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
         raise StreamError(f"endpoint {endpoint!r} must start with tcp://, ipc:// or inproc://")
+
+
+def _endpoint_problem(endpoint: str) -> str | None:
+    """A readable reason a tcp endpoint cannot work, or None (zmq's own errors are terse)."""
+    if not endpoint.startswith("tcp://"):
+        return None
+    host, sep, port = endpoint[len("tcp://"):].rpartition(":")
+    if not sep or not host:
+        return "expected tcp://HOST:PORT"
+    if port != "*" and not (port.isdigit() and 0 <= int(port) <= 65535):
+        return f"port {port!r} is not a number from 0 to 65535 (or *)"
+    parts = host.split(".")
+    if len(parts) == 4 and all(p.isdigit() for p in parts) and any(int(p) > 255 for p in parts):
+        return f"{host!r} is not an IPv4 address"
+    return None
 
 
 def parse_wait_for(items: Sequence[str]) -> dict[str, int]:
@@ -57,7 +80,8 @@ def parse_wait_for(items: Sequence[str]) -> dict[str, int]:
 class Publisher:
     """Publishes :class:`Message` s on one bound (or connected) XPUB socket.
 
-    Sequence numbers are kept per topic, starting at 0.
+    Sequence numbers are kept per topic, starting at 0. ``what`` names the setting the
+    endpoint came from (``"[daq] publish"``) for error messages.
     """
 
     def __init__(
@@ -69,8 +93,14 @@ class Publisher:
         heartbeat_s: float = 0.5,
         bind: bool = True,
         context: zmq.Context | None = None,
+        what: str | None = None,
     ) -> None:
         _check_endpoint(endpoint)
+        verb = "bind" if bind else "connect"
+        named = f" ({what})" if what else ""
+        problem = _endpoint_problem(endpoint)
+        if problem is not None:
+            raise StreamError(f"cannot {verb} endpoint {endpoint!r}{named}: {problem}")
         self.source = source
         self.endpoint = endpoint
         self.heartbeat_s = heartbeat_s
@@ -88,7 +118,7 @@ class Publisher:
                 self._sock.connect(endpoint)
         except zmq.ZMQError as exc:
             self._sock.close(0)
-            raise StreamError(f"cannot {'bind' if bind else 'connect'} {endpoint}: {exc}") from exc
+            raise StreamError(f"cannot {verb} endpoint {endpoint!r}{named}: {exc}") from exc
         # The real endpoint (tcp://127.0.0.1:0 binds to a random port).
         self.address: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT) if bind else endpoint
         self._seq: dict[str, int] = {}
@@ -207,12 +237,14 @@ class StreamStats:
     received: Counter = field(default_factory=Counter)
     dropped: Counter = field(default_factory=Counter)
     bad: Counter = field(default_factory=Counter)
+    restarted: Counter = field(default_factory=Counter)  # sequence went back (restart or fake)
     skipped: int = 0  # messages deliberately passed over by recv_latest
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "received": {"/".join(k): v for k, v in self.received.items()},
             "dropped": {"/".join(k): v for k, v in self.dropped.items()},
+            "restarted": {"/".join(k): v for k, v in self.restarted.items()},
             "bad": dict(self.bad),
             "skipped": self.skipped,
             "total_dropped": sum(self.dropped.values()),
@@ -223,7 +255,10 @@ class Subscriber:
     """Subscribes to topics on one or more endpoints and decodes messages.
 
     Counts sequence gaps per (source, topic) as drops, counts and skips bad
-    messages, tracks each producer's last heartbeat.
+    messages, tracks each producer's last heartbeat. Source names come off the wire,
+    so at most ``max_streams`` (source, topic) pairs and ``max_sources`` sources are
+    tracked by name; messages of later ones are counted under :data:`OTHER` (no
+    sequence checks). ``clock`` (monotonic seconds) paces the restart log.
     """
 
     def __init__(
@@ -235,7 +270,13 @@ class Subscriber:
         bind: bool = False,
         context: zmq.Context | None = None,
         name: str = "subscriber",
+        max_streams: int = 64,
+        max_sources: int = 32,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.max_streams = max_streams
+        self.max_sources = max_sources
+        self._clock = clock
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         self.name = name
         self._ctx = context or zmq.Context.instance()
@@ -259,6 +300,7 @@ class Subscriber:
         self.last_heartbeat: dict[str, float] = {}
         self.producer_status: dict[str, dict[str, Any]] = {}
         self._logged: set[str] = set()
+        self._restart_log: dict[str, tuple[float, int]] = {}  # source -> (last logged, unlogged)
         self._pending: deque[Message] = deque()  # data that arrived during wait_ready
 
     def _accept(self, frames: list[zmq.Frame]) -> Message | None:
@@ -273,23 +315,43 @@ class Subscriber:
                             self.name, exc.reason, exc)
             return None
         key = (msg.source, msg.topic)
-        last = self._last_seq.get(key)
-        if last is not None:
-            if msg.seq > last + 1:
-                self.stats.dropped[key] += msg.seq - last - 1
-            elif msg.seq <= last:  # producer restarted: start counting afresh
-                log.info("%s: %s/%s restarted its sequence (%d after %d)",
-                         self.name, msg.source, msg.topic, msg.seq, last)
-        self._last_seq[key] = msg.seq
+        if key in self._last_seq or len(self._last_seq) < self.max_streams:
+            last = self._last_seq.get(key)
+            if last is not None:
+                if msg.seq > last + 1:
+                    self.stats.dropped[key] += msg.seq - last - 1
+                elif msg.seq <= last:  # producer restarted (or a fake): start counting afresh
+                    self.stats.restarted[key] += 1
+                    self._log_restart(msg, last)
+            self._last_seq[key] = msg.seq
+        else:
+            key = OTHER
+        known_source = (msg.source in self.last_heartbeat
+                        or len(self.last_heartbeat) < self.max_sources)
         if msg.kind == "heartbeat":
-            self.last_heartbeat[msg.source] = time.monotonic()
-            status = msg.meta.get("status")
-            if isinstance(status, dict):
-                self.producer_status[msg.source] = status
+            if known_source:
+                self.last_heartbeat[msg.source] = time.monotonic()
+                status = msg.meta.get("status")
+                if isinstance(status, dict):
+                    self.producer_status[msg.source] = status
             return None
         self.stats.received[key] += 1
-        self.last_heartbeat[msg.source] = time.monotonic()
+        if known_source:
+            self.last_heartbeat[msg.source] = time.monotonic()
         return msg
+
+    def _log_restart(self, msg: Message, last: int) -> None:
+        """Log a source's sequence restart at most once per :data:`RESTART_LOG_INTERVAL_S`."""
+        now = self._clock()
+        logged_at, unlogged = self._restart_log.get(msg.source, (None, 0))
+        if logged_at is not None and now - logged_at < RESTART_LOG_INTERVAL_S:
+            self._restart_log[msg.source] = (logged_at, unlogged + 1)
+            return
+        self._restart_log[msg.source] = (now, 0)
+        more = f"; {unlogged} more since the last such line" if unlogged else ""
+        log.info("%s: %s/%s restarted its sequence (%d after %d)%s (logged at most once a "
+                 "minute per source; all counted in 'restarted')",
+                 self.name, msg.source, msg.topic, msg.seq, last, more)
 
     def recv(self, timeout_s: float | None = None) -> Message | None:
         """The next data message, or None if none arrives within ``timeout_s``.

@@ -133,7 +133,8 @@ def replay(settings: ReplaySettings, *, sockets: Sockets = Sockets(),
     with ProcessRun("replay", settings.stats_out, stats=lambda: summary,
                     stop=stop or StopSignals(raise_stop=False)) as run:
         reader = run.own(RecordingReader(settings.recording))
-        pub = run.own(sockets.publisher(settings.to, settings.source, hwm=settings.hwm))
+        pub = run.own(sockets.publisher(settings.to, settings.source, hwm=settings.hwm,
+                                           what="[replay] to"))
         topics = settings.topics or reader.topics
         if settings.wait_subscribers:
             want = {t: settings.wait_subscribers for t in topics}

@@ -45,7 +45,19 @@ def test_bench_runs_whole_stack_and_reports(tmp_path: Path, cli_env) -> None:
 
 
 def test_stack_stops_when_one_process_dies(tmp_path: Path, cli_env) -> None:
-    """The decoder cannot start (no ROI file): up must stop the others and fail clearly."""
+    """The decoder dies at start (its model file is damaged, which only onnxruntime finds):
+    up must stop the others and fail clearly. (A missing file is caught before anything
+    starts: tests/test_small_faults.py.)"""
+    from cortexcast.core.rois import save_rois
+    from cortexcast.daq.sim.rig import SimulatedRig
+    from cortexcast.daq.sim.settings import SimSettings
+    from cortexcast.decoder.training.synthetic import write_linear_model
+
+    rois = tmp_path / "rois.npz"
+    save_rois(rois, SimulatedRig(SimSettings(n_neurons=200, frame_height=64,
+                                             frame_width=64)).rois())
+    model = write_linear_model(tmp_path / "broken.onnx", neurons=200, window=2, lag=1)
+    model.write_bytes(b"not an onnx model")
     cfg = tmp_path / "rig.toml"
     daq, dec = free_ports(2)
     cfg.write_text(
@@ -53,11 +65,11 @@ def test_stack_stops_when_one_process_dies(tmp_path: Path, cli_env) -> None:
         f"[daq]\npublish = 'tcp://127.0.0.1:{daq}'\n"
         "[daq.sim]\nn_neurons = 200\nframe_height = 64\nframe_width = 64\n"
         f"[decoder]\nframes_from = 'tcp://127.0.0.1:{daq}'\npublish = 'tcp://127.0.0.1:{dec}'\n"
-        f"rois = '{tmp_path / 'missing.npz'}'\n"
+        f"rois = '{rois}'\nmodel = '{model}'\n"
     )
     res = _run(["up", "--config", str(cfg), "--duration", "60"], cli_env, timeout=60)
     assert res.returncode == 1
-    assert "decoder failed" in res.stdout and "missing.npz" in res.stdout
+    assert "decoder failed" in res.stdout and "broken.onnx" in res.stdout
     daq_stats = json.loads((tmp_path / "run" / "daq.json").read_text())
     assert daq_stats["reason"].startswith("stopped by SIGTERM")
 

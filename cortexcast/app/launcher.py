@@ -55,7 +55,48 @@ def validate_stack(config: Path) -> tuple[StackSettings, dict[str, Any]]:
     loaded = {name: process(name).load(config) for name in stack.processes}
     if "record" in loaded and not loaded["record"].out:
         raise ConfigError(f"{config}: [record] out is required (the recording file to create)")
+    if "decoder" in loaded:
+        check_decoder_files(loaded["decoder"], config)
     return stack, loaded
+
+
+def check_decoder_files(settings: Any, config: Path | str) -> None:
+    """The decoder's ROI file loads and its model's card fits those ROIs, or ConfigError.
+
+    Run by ``up`` before it starts anything, so a missing ROI file or a wrong model fails at
+    once with the key named instead of seconds later inside a started stack. Cheap: the ROI
+    file is read and the model's JSON card checked (the .onnx must exist; no onnxruntime
+    session is made, the decoder does that when it starts).
+    """
+    from cortexcast.core.rois import ROIError
+    from cortexcast.decoder.live.model_card import ModelError, check_model_rois, load_card
+    from cortexcast.decoder.live.process import resolve_model
+    from cortexcast.decoder.live.roi_loaders import load_roi_set
+
+    where = f"{config}: [decoder]"
+    try:
+        rois = load_roi_set(settings.rois, settings.rois_format,
+                            cells_only=settings.rois_cells_only)
+    except ROIError as exc:
+        raise ConfigError(f"{where} rois = {settings.rois!r}: {exc}. Set rois to the ROI file "
+                          "drawn on this rig's frames (`cortexcast rois`, suite2p or "
+                          "CaImAn output)") from exc
+    model = resolve_model(settings.model)
+    try:
+        card = load_card(model)
+    except ModelError as exc:
+        raise ConfigError(f"{where} model = {settings.model!r}: {exc}. Set model to an .onnx "
+                          "made by `cortexcast train` (its .json card beside it), or "
+                          "'bundled'") from exc
+    if card.neurons != rois.n_neurons:
+        raise ConfigError(
+            f"{where} model = {settings.model!r} expects {card.neurons} neurons but rois = "
+            f"{settings.rois!r} has {rois.n_neurons}: use the ROI file the model was trained "
+            "with, or train a model on these ROIs (`cortexcast export`, `cortexcast train`)")
+    try:
+        check_model_rois(card, rois, settings.model, settings.rois)
+    except ModelError as exc:
+        raise ConfigError(f"{where} model/rois: {exc}") from exc
 
 
 def run_stack(config: Path, duration_s: float | None, run_dir: Path | None = None,

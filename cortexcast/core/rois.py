@@ -19,7 +19,7 @@ and CaImAn plug in by producing an ``ROISet`` (see :func:`from_pixel_lists` and
 
 from __future__ import annotations
 
-from cortexcast.core.errors import CortexcastError
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,11 +27,25 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from cortexcast.core.errors import CortexcastError
+
 FORMAT = "cortexcast-rois-1"
 
 
 class ROIError(CortexcastError, ValueError):
     """An ROI file is missing, malformed, or does not fit the frames."""
+
+
+#: What reading a damaged or truncated ``.npz`` raises (zipfile, numpy's header parser,
+#: a missing array, a short read).
+UNREADABLE = (zipfile.BadZipFile, EOFError, ValueError, KeyError, OSError)
+
+
+def damaged(path: Path, exc: BaseException, what: str = "ROI file") -> ROIError:
+    """The ROIError for a file whose bytes cannot be read back (cut short, overwritten)."""
+    detail = f"no array {exc}" if isinstance(exc, KeyError) else (str(exc) or type(exc).__name__)
+    return ROIError(f"{path}: cannot read the {what}: it is damaged or truncated ({detail}); "
+                    "copy it again or make it again")
 
 
 @dataclass(frozen=True)
@@ -164,11 +178,13 @@ def load_reference_of(path: str | Path) -> np.ndarray | None:
     """The motion reference saved with a cortexcast ROI file, or None if it has none."""
     p = Path(path)
     try:
-        with np.load(p, allow_pickle=False) as z:
+        with open(p, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             fmt = str(z["format"]) if "format" in z.files else None
             ref = np.asarray(z["reference"], np.float32) if "reference" in z.files else None
-    except (ValueError, OSError) as exc:
-        raise ROIError(f"{p}: cannot read ROI file: {exc}") from exc
+    except ROIError:
+        raise
+    except UNREADABLE as exc:
+        raise damaged(p, exc) from exc
     if fmt != FORMAT:
         raise ROIError(f"{p}: not a cortexcast ROI file (format {fmt!r})")
     return ref
@@ -179,14 +195,18 @@ def load_rois(path: str | Path, block_px: int = 32) -> ROISet:
     if not p.exists():
         raise ROIError(f"ROI file {p} does not exist")
     try:
-        with np.load(p, allow_pickle=False) as z:
+        # The file is opened here, not by np.load: np.load leaks its handle when the
+        # zip directory is unreadable (a truncated file).
+        with open(p, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             if str(z["format"]) != FORMAT:
                 raise ROIError(f"{p}: not a cortexcast ROI file (format {z['format']!r})")
             masks = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
             frame_shape = tuple(int(v) for v in z["frame_shape"])
             centroids = z["centroids"]
-    except (KeyError, ValueError, OSError) as exc:
-        raise ROIError(f"{p}: cannot read ROI file: {exc}") from exc
+    except ROIError:
+        raise
+    except UNREADABLE as exc:
+        raise damaged(p, exc) from exc
     if masks.shape[1] != frame_shape[0] * frame_shape[1]:
         raise ROIError(f"{p}: masks have {masks.shape[1]} columns, frame is {frame_shape}")
     return from_masks(masks, frame_shape, centroids, block_px)  # type: ignore[arg-type]

@@ -195,7 +195,7 @@ def run_loop(settings: LoopSettings, *, sockets: Sockets = Sockets(),
         rules = [build_rule(r) for r in settings.rules]
         used = {r.output for r in settings.rules}
         firing_log = run.own(FiringLog(settings.log))
-        pub = run.own(sockets.publisher(settings.publish, "loop"))
+        pub = run.own(sockets.publisher(settings.publish, "loop", what="[loop] publish"))
 
         def finish(pending: dict[str, Any], t_out: int | None, error: str | None) -> None:
             rec = firing_record(pending, t_out, error)

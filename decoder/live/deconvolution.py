@@ -105,13 +105,29 @@ class OnlineDeconvolver:
         if y.shape != (self.n,):
             raise ValueError(f"expected {self.n} ΔF/F values, got shape {y.shape}")
         y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
+        with np.errstate(over="ignore", invalid="ignore"):  # extremes: reset just below
+            return self._step(y)
+
+    def _step(self, y: np.ndarray) -> np.ndarray:
         self._update_noise(y)
         pred = self.c * self.g
         e = y - pred
         s = np.where(e > self._k * self.noise_sd, e, np.float32(0))
         np.maximum(s, 0, out=s)  # a spike is never negative (threshold_sd = 0 included)
         self.c = pred + s
-        return s.astype(np.float32, copy=False)
+        self._keep_finite()
+        return np.nan_to_num(s, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
+
+    def _keep_finite(self) -> None:
+        """Entries of the state that overflowed (extreme inputs) start again: calcium 0, the
+        noise estimate from the next samples. A few vector checks per frame."""
+        c_ok, mad_ok = np.isfinite(self.c), np.isfinite(self._mad)
+        if not c_ok.all():
+            self.c[~c_ok] = 0.0
+        if not mad_ok.all():
+            self._mad[~mad_ok] = 0.0
+            if self._prev is not None:
+                self._prev[~mad_ok] = 0.0
 
 
 def deconvolve_traces(dff: np.ndarray, frame_rate_hz: float,

@@ -63,11 +63,25 @@ class ActivityExtractor:
         return f - self.settings.neuropil_coef * fnp
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """ΔF/F of one frame. Non-finite values never reach the baseline: a neuron whose Fc is
+        not finite (NaN/inf pixels that got this far) keeps its baseline and gives 0, and a
+        baseline entry that is not finite anyway starts again from this frame (or the floor)."""
         fc = self.fluorescence(frame)
+        ok = np.isfinite(fc)
+        all_ok = bool(ok.all())
+        floor = self.settings.min_baseline
         if self._f0 is None:
-            self._f0 = np.maximum(fc, self.settings.min_baseline)
+            self._f0 = np.maximum(fc if all_ok else np.where(ok, fc, floor), floor)
         else:
-            d = fc - self._f0
-            self._f0 += np.where(d > 0, self._a_up, self._a_down) * d
-            np.maximum(self._f0, self.settings.min_baseline, out=self._f0)
+            if not all_ok:
+                fc = np.where(ok, fc, self._f0)  # held: d = 0, output 0
+            with np.errstate(invalid="ignore", over="ignore"):  # a bad F0: restarted below
+                d = fc - self._f0
+                self._f0 += np.where(d > 0, self._a_up, self._a_down) * d
+            np.maximum(self._f0, floor, out=self._f0)
+        f0_ok = np.isfinite(self._f0)
+        if not f0_ok.all():  # reached some other way: restart those neurons' baseline
+            restart = np.where(np.isfinite(fc), np.maximum(fc, floor), floor)
+            self._f0 = np.where(f0_ok, self._f0, restart).astype(self._f0.dtype)
+            fc = np.where(np.isfinite(fc), fc, self._f0)
         return ((fc - self._f0) / self._f0).astype(np.float32)

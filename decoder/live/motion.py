@@ -271,14 +271,19 @@ class MotionCorrector:
         corr = self._corr
         out = frame
         if corr is not None:
-            dy, dx, self.peak = corr.shift_of(frame)
-            self.shift = (dy, dx)
+            dy, dx, peak = corr.shift_of(frame)
+            if np.isfinite(dy) and np.isfinite(dx):  # NaN pixels that got this far: no shift
+                self.shift, self.peak = (dy, dx), peak
+            dy, dx = self.shift
             out = self.shifter(frame, dy, dx)
         if not self.final:
             self._accumulate(out)
         return out
 
     def _accumulate(self, frame: np.ndarray) -> None:
+        total = np.add.reduce(frame, axis=None, dtype=np.float64)
+        if not np.isfinite(total):  # a frame with NaN/inf pixels never enters the reference
+            return
         self._acc += frame
         self._count += 1
         if self._count < self.settings.reference_frames:

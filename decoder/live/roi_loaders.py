@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -93,8 +94,9 @@ def load_roi_set(path: str | Path, fmt: str = "auto", block_px: int = 32,
 def _load_npy(p: Path, pickled: bool) -> Any:
     try:
         return np.load(p, allow_pickle=pickled)
-    except (ValueError, OSError, EOFError) as exc:
-        raise ROIError(f"{p}: cannot read: {exc}") from exc
+    except (ValueError, OSError, EOFError, pickle.UnpicklingError) as exc:
+        raise ROIError(f"{p}: cannot read: it is damaged or truncated ({exc}); copy the "
+                       "suite2p output again or run suite2p again") from exc
 
 
 def _load_dict(p: Path) -> dict[str, Any]:
@@ -250,8 +252,11 @@ def load_caiman(path: str | Path, block_px: int = 32, accepted_only: bool = True
             dims = tuple(int(v) for v in np.ravel(dims_ds[()])) if dims_ds is not None else ()
             idx = f.get("estimates/idx_components")
             idx = idx[()] if idx is not None else None
-    except OSError as exc:
-        raise ROIError(f"{p}: cannot read CaImAn HDF5: {exc}") from exc
+    except ROIError:
+        raise
+    except (OSError, KeyError, ValueError, EOFError) as exc:
+        raise ROIError(f"{p}: cannot read CaImAn HDF5: it is damaged or truncated "
+                       f"({exc}); copy it again or save it again with cnm.save()") from exc
     if len(dims) != 2:
         raise ROIError(f"{p}: dims {dims} — only 2-D CaImAn results are supported")
     d1, d2 = dims

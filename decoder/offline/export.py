@@ -39,6 +39,7 @@ from cortexcast.core.rois import ROISet, save_rois
 from cortexcast.decoder.live.mask_file import read_mask
 from cortexcast.decoder.live.motion import load_reference
 from cortexcast.decoder.live.process import DecoderSettings, feature_pipeline
+from cortexcast.decoder.live.features import BadFrameError
 from cortexcast.decoder.live.roi_loaders import detect_format, load_roi_set
 from cortexcast.decoder.offline.export_io import Progress, TrialVideos, uncovered_trials
 from cortexcast.decoder.offline.session_frames import (SessionFrames, TiffFrames,
@@ -304,7 +305,7 @@ def _run(plan: SessionPlan, frames: SessionFrames, features: Any, sink: Sensoriu
     assembler = SessionAssembler([t.start for t in plan.trials],
                                  [t.length for t in plan.trials], features.n_neurons, write)
     counts = {"frames": 0, "frames_without_sync": 0, "frames_out_of_order": 0,
-              "frames_before_session": 0}
+              "frames_before_session": 0, "frames_rejected": 0}
     first = int(plan.imaging[0])  # frames before the first sync (TIFF pages logged before
     # the daq started) were never seen live: they do not feed the features either
     progress = Progress(len(frames), settings.progress, plan.imaging_rate_hz())
@@ -318,7 +319,14 @@ def _run(plan: SessionPlan, frames: SessionFrames, features: Any, sink: Sensoriu
             counts["frames_out_of_order"] += 1
             continue
         previous = index
-        activity = features(pixels)
+        try:
+            activity = features(pixels)
+        except BadFrameError as exc:  # rejected as the live decoder rejects it: no features
+            counts["frames_rejected"] += 1
+            if counts["frames_rejected"] == 1:
+                log.warning("export: frame %d rejected (%s); its stimulus frames hold the "
+                            "previous frame's values, as live", index, exc)
+            continue
         counts["frames"] += 1
         row = plan.sync_row(index)
         if row is None:
