@@ -25,7 +25,8 @@ from cortexcast.core.events import Event, ImagingFrame, SyncEvent
 from cortexcast.daq.source import AcquisitionError, AcquisitionSource
 from cortexcast.daq.replay_source import ReplaySource, daq_replay
 from cortexcast.daq.stimulus_identity import StimulusSettings
-from cortexcast.stream.pubsub import Publisher, Sockets, parse_wait_for
+from cortexcast.stream.endpoints import parse_wait_for
+from cortexcast.stream.pubsub import Publisher, Sockets
 from cortexcast.stream.replay import ReplaySettings
 
 log = logging.getLogger("daq")

@@ -19,11 +19,10 @@
 
 from __future__ import annotations
 
-from cortexcast.core.errors import CortexcastError
 import logging
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -31,6 +30,8 @@ import zmq
 
 from cortexcast.core.events import AnyEvent, to_message
 from cortexcast.stream.message import Message, MessageError, decode, encode
+from cortexcast.stream.endpoints import StreamError, check_endpoint, endpoint_problem
+from cortexcast.stream.stats import StreamStats
 
 log = logging.getLogger(__name__)
 
@@ -39,42 +40,6 @@ HEARTBEAT_TOPIC = "_hb"
 OTHER = ("other", "other")
 #: A source's restarted/fake sequences are logged at most once per this many seconds.
 RESTART_LOG_INTERVAL_S = 60.0
-
-
-class StreamError(CortexcastError, RuntimeError):
-    """A socket could not be set up (bad endpoint, address in use, ...)."""
-
-
-def _check_endpoint(endpoint: str) -> None:
-    if not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
-        raise StreamError(f"endpoint {endpoint!r} must start with tcp://, ipc:// or inproc://")
-
-
-def _endpoint_problem(endpoint: str) -> str | None:
-    """A readable reason a tcp endpoint cannot work, or None (zmq's own errors are terse)."""
-    if not endpoint.startswith("tcp://"):
-        return None
-    host, sep, port = endpoint[len("tcp://"):].rpartition(":")
-    if not sep or not host:
-        return "expected tcp://HOST:PORT"
-    if port != "*" and not (port.isdigit() and 0 <= int(port) <= 65535):
-        return f"port {port!r} is not a number from 0 to 65535 (or *)"
-    parts = host.split(".")
-    if len(parts) == 4 and all(p.isdigit() for p in parts) and any(int(p) > 255 for p in parts):
-        return f"{host!r} is not an IPv4 address"
-    return None
-
-
-def parse_wait_for(items: Sequence[str]) -> dict[str, int]:
-    """["frames", "stimulus:2"] -> {"frames": 1, "stimulus": 2} (config's wait_for lists)."""
-    out: dict[str, int] = {}
-    for item in items:
-        topic, _, count = item.partition(":")
-        try:
-            out[topic] = int(count) if count else 1
-        except ValueError as exc:
-            raise StreamError(f"wait_for entry {item!r}: expected 'topic' or 'topic:N'") from exc
-    return out
 
 
 class Publisher:
@@ -95,10 +60,10 @@ class Publisher:
         context: zmq.Context | None = None,
         what: str | None = None,
     ) -> None:
-        _check_endpoint(endpoint)
+        check_endpoint(endpoint)
         verb = "bind" if bind else "connect"
         named = f" ({what})" if what else ""
-        problem = _endpoint_problem(endpoint)
+        problem = endpoint_problem(endpoint)
         if problem is not None:
             raise StreamError(f"cannot {verb} endpoint {endpoint!r}{named}: {problem}")
         self.source = source
@@ -230,27 +195,6 @@ class Publisher:
         self.close()
 
 
-@dataclass
-class StreamStats:
-    """What a subscriber has seen, per (source, topic)."""
-
-    received: Counter = field(default_factory=Counter)
-    dropped: Counter = field(default_factory=Counter)
-    bad: Counter = field(default_factory=Counter)
-    restarted: Counter = field(default_factory=Counter)  # sequence went back (restart or fake)
-    skipped: int = 0  # messages deliberately passed over by recv_latest
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "received": {"/".join(k): v for k, v in self.received.items()},
-            "dropped": {"/".join(k): v for k, v in self.dropped.items()},
-            "restarted": {"/".join(k): v for k, v in self.restarted.items()},
-            "bad": dict(self.bad),
-            "skipped": self.skipped,
-            "total_dropped": sum(self.dropped.values()),
-        }
-
-
 class Subscriber:
     """Subscribes to topics on one or more endpoints and decodes messages.
 
@@ -287,7 +231,7 @@ class Subscriber:
             self._sock.setsockopt(zmq.SUBSCRIBE, t.encode())
         self._sock.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC.encode())
         for ep in self.endpoints:
-            _check_endpoint(ep)
+            check_endpoint(ep)
             try:
                 self._sock.bind(ep) if bind else self._sock.connect(ep)
             except zmq.ZMQError as exc:

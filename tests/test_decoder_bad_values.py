@@ -19,6 +19,7 @@ import zmq
 from cortexcast.core.events import ImagingFrame, SyncEvent, from_message
 from cortexcast.core.message import Message
 from cortexcast.core.rois import ROIError, from_pixel_lists, save_rois
+from cortexcast.decoder.live.loop_stats import MAX_FORWARDED_STAMPS, BusyTimes
 from cortexcast.core.runtime import StopSignals
 from cortexcast.stream.pubsub import Publisher, Sockets, Subscriber
 
@@ -252,20 +253,20 @@ def test_decoder_loop_structures_stay_bounded(tmp_path, caplog) -> None:
     dec = proc.FrameDecoder(settings)
     pub = _Pub()
     counts = {"frames_in": 0, "reconstructions_out": 0, "bad_frames": 0, "bad_sync": 0}
-    busy = proc.BusyTimes()
+    busy = BusyTimes()
     loop = proc.DecoderLoop(dec, pub, settings, counts, busy)
     frame = _frames(1)[0]
-    n = proc.BusyTimes.KEEP + 500
+    n = BusyTimes.KEEP + 500
     for i in range(n):
         stamps = tuple((f"evil{i}-{k}" * 3, k) for k in range(50)) + (("daq.pub", 1),)
         loop.on_message(_frame_msg(i, frame, stamps, source=f"src{i}"))
     assert counts["frames_in"] == n
-    assert len(busy) == proc.BusyTimes.KEEP
+    assert len(busy) == BusyTimes.KEEP
     assert busy.total == n
     pct = busy.percentiles_ms()
     assert pct["n"] == n and pct["p50"] >= 0
     # forwarded stamps: a bounded number, whatever the sender put on the frame
-    assert all(len(stamps) <= proc.MAX_FORWARDED_STAMPS + 3 for _, stamps in pub.sent)
+    assert all(len(stamps) <= MAX_FORWARDED_STAMPS + 3 for _, stamps in pub.sent)
     names = {name for _, stamps in pub.sent for name, _ in stamps}
     assert len(names) <= 16, sorted(names)[:20]
     assert len(counts) <= 8, counts

@@ -8,9 +8,7 @@ The math lives in :class:`FrameDecoder` (the shared feature pipeline,
 from __future__ import annotations
 
 import logging
-import re
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import numpy as np
 
 from cortexcast.core.config import path_field
 from cortexcast.core.events import Activity, ImagingFrame, Reconstruction, SyncEvent, from_message
-from cortexcast.core.runtime import ProcessRun, StopSignals, percentiles_ms
+from cortexcast.core.runtime import ProcessRun, StopSignals
 from cortexcast.decoder.live.extraction import ExtractionSettings
 from cortexcast.decoder.live.features import BadFrameError, FeaturePipeline
 from cortexcast.decoder.live.model_card import ModelError, check_model_rois
@@ -29,7 +27,9 @@ from cortexcast.decoder.live.stimulus_clock import StimulusClock, SyncTracker
 from cortexcast.decoder.live.roi_loaders import FORMATS as ROI_FORMATS, detect_format, load_roi_set
 from cortexcast.core.rois import ROIError, ROISet
 from cortexcast.core.message import Message, MessageError
-from cortexcast.stream.pubsub import Publisher, Sockets, Subscriber, parse_wait_for
+from cortexcast.stream.endpoints import parse_wait_for
+from cortexcast.stream.pubsub import Publisher, Sockets, Subscriber
+from cortexcast.decoder.live.loop_stats import BusyTimes, count_bad, forwarded_stamps
 
 log = logging.getLogger("decoder")
 
@@ -221,56 +221,6 @@ class Decoded:
     """Every (stimulus frame, reconstruction) of this imaging frame, oldest first."""
 
 
-MAX_FORWARDED_STAMPS = 4
-"""Upstream latency stamps a frame's outputs carry on (then the decoder's own three)."""
-_FORWARDED_STAMP = re.compile(r"[a-z][a-z0-9_]{0,23}\.(acq|pub)")
-"""What an upstream stamp's name must look like to be forwarded: a producer's acquisition or
-publish stage (``daq.acq``, ``daq.pub``, ``replay.pub``). Names a sender makes up otherwise
-are dropped here, so they do not become per-name entries downstream."""
-
-
-def forwarded_stamps(stamps: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
-    """The upstream stamps worth forwarding: well-formed stage names, each once, at most
-    :data:`MAX_FORWARDED_STAMPS` of them (the first ones)."""
-    out: list[tuple[str, int]] = []
-    seen: set[str] = set()
-    for name, t in stamps:
-        if len(out) >= MAX_FORWARDED_STAMPS:
-            break
-        if (isinstance(name, str) and name not in seen and name != "decoder.recv"
-                and _FORWARDED_STAMP.fullmatch(name)):
-            seen.add(name)
-            out.append((name, t))
-    return tuple(out)
-
-
-class BusyTimes:
-    """Per-frame busy times (ns): the newest :attr:`KEEP` for the percentiles, a total count
-    and maximum over the whole run. Bounded, however long the run."""
-
-    KEEP = 10_000
-
-    def __init__(self, keep: int | None = None) -> None:
-        self._ring: deque[int] = deque(maxlen=keep or self.KEEP)
-        self.total = 0
-        self.max_ns = 0
-
-    def append(self, ns: int) -> None:
-        self._ring.append(ns)
-        self.total += 1
-        self.max_ns = max(self.max_ns, ns)
-
-    def __len__(self) -> int:
-        return len(self._ring)
-
-    def percentiles_ms(self) -> dict[str, float | int]:
-        """p50/p99 of the newest frames, max and n over the whole run."""
-        out = percentiles_ms(np.fromiter(self._ring, np.int64, len(self._ring)))
-        if self.total:
-            out.update(n=self.total, max=self.max_ns / 1e6)
-        return out
-
-
 def run_decoder(settings: DecoderSettings, *, sockets: Sockets = Sockets(),
                 stop: StopSignals | None = None) -> int:
     """Decode frames from the daq until stopped (see :class:`ProcessRun`)."""
@@ -331,7 +281,7 @@ class DecoderLoop:
         except MessageError as exc:  # bad meta or arrays: counted, logged once, skipped
             if msg.kind == "frame":
                 self.counts["frames_in"] += 1
-            _count_bad(self.counts, "bad_frames" if msg.kind == "frame" else "bad_sync", exc)
+            count_bad(self.counts, "bad_frames" if msg.kind == "frame" else "bad_sync", exc)
             return
         if isinstance(event, SyncEvent):
             self.dec.sync.add(event.imaging_frame, event.stim_frame, event.behavior or None)
@@ -367,10 +317,10 @@ class DecoderLoop:
         except BadFrameError as exc:  # not an image's dtype, or NaN/inf pixels: no state moved
             if exc.reason == "nonfinite":
                 self.counts["nonfinite_frames"] = self.counts.get("nonfinite_frames", 0) + 1
-            _count_bad(self.counts, "bad_frames", exc)
+            count_bad(self.counts, "bad_frames", exc)
             return
         except ROIError as exc:  # a frame size the ROIs do not fit
-            _count_bad(self.counts, "bad_frames", exc)
+            count_bad(self.counts, "bad_frames", exc)
             return
         stamps = forwarded_stamps(msg.stamps[:-1]) + (
             msg.stamps[-1], ("decoder.extract", out.t_extract_ns),
@@ -384,24 +334,3 @@ class DecoderLoop:
         if self.settings.publish_activity:
             self.pub.publish_event(Activity(frame.index, msg.t_acq, out.activity), stamps=stamps)
         self.busy_ns.append(time.monotonic_ns() - t0)
-
-
-BAD_LOG_INTERVAL_S = 60.0
-"""After the first of a kind, bad input is logged at most once per this many seconds."""
-_bad_logged: dict[str, tuple[float, int]] = {}  # counter key -> (last logged, count then)
-
-
-def _count_bad(counts: dict[str, int], key: str, exc: Exception) -> None:
-    """Count one bad input under ``key`` (a fixed name); log the first, then at most one line
-    per :data:`BAD_LOG_INTERVAL_S` with the count since."""
-    counts[key] = counts.get(key, 0) + 1
-    now = time.monotonic()
-    last = _bad_logged.get(key)
-    if counts[key] == 1 or last is None:
-        log.error("%s (skipped; further ones counted in %s, logged at most once a minute)",
-                  exc, key)
-        _bad_logged[key] = (now, counts[key])
-    elif now - last[0] >= BAD_LOG_INTERVAL_S:
-        log.error("%d more %s in %.0f s, the newest: %s (skipped)", counts[key] - last[1],
-                  key, now - last[0], exc)
-        _bad_logged[key] = (now, counts[key])
