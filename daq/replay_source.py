@@ -30,7 +30,14 @@ from cortexcast.daq.source import AcquisitionError, AcquisitionSource
 from cortexcast.stream.message import Message
 from cortexcast.stream.recording import RecordingError, RecordingReader
 from cortexcast.core.pacing import Pacer
-from cortexcast.stream.replay import Clock, ReplaySettings, loop_period, timeline
+from cortexcast.stream.replay import (
+    Clock,
+    ReplaySettings,
+    check_damage,
+    loop_period,
+    read_or_skip,
+    timeline,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +77,15 @@ class ReplaySource(AcquisitionSource):
     """An :class:`~cortexcast.daq.source.AcquisitionSource` that plays a recording back.
 
     ``monotonic``/``sleep`` are injectable for tests. Messages that do not map
-    to an event are skipped and counted in ``skipped``. With ``loop``, the
+    to an event are skipped and counted in ``skipped``; damaged records (and spans a
+    scan skipped) are logged once and counted in ``damaged``, or with ``strict`` end
+    :meth:`events` with AcquisitionError. With ``loop``, the
     first of ``topics`` sets the rhythm across the seam (one frame interval).
     """
 
     def __init__(self, recording: str | Path, *, paced: bool = True, speed: float = 1.0,
                  clock: Clock = "recv", loop: bool = False, topics: Sequence[str] = TOPICS,
+                 strict: bool = False,
                  monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         if not speed > 0:
@@ -83,11 +93,14 @@ class ReplaySource(AcquisitionSource):
         self.path = Path(recording)
         self.paced, self.speed, self.clock, self.loop = paced, speed, clock, loop
         self.topics = tuple(topics)
+        self.strict = strict
         self._monotonic, self._sleep = monotonic, sleep
         self._reader: RecordingReader | None = None
         self._closed = False
         self.skipped = 0
         self.yielded = 0
+        self.damaged = 0
+        self._damaged_records: set[int] = set()
 
     @classmethod
     def from_settings(cls, settings: ReplaySettings, **kwargs: object) -> ReplaySource:
@@ -95,15 +108,20 @@ class ReplaySource(AcquisitionSource):
         default to the daq's (frames, sync, stimulus)."""
         return cls(settings.recording, paced=not settings.fast, speed=settings.speed,
                    clock=settings.clock, loop=settings.loop, topics=settings.topics or TOPICS,
-                   **kwargs)  # type: ignore[arg-type]
+                   strict=settings.strict, **kwargs)  # type: ignore[arg-type]
 
     def open(self) -> RecordingReader:
         """Open the recording (``__enter__`` does); AcquisitionError if it cannot be read."""
         if self._reader is None:
             try:
                 self._reader = RecordingReader(self.path)
+                spans = check_damage(self._reader, self.strict)
             except RecordingError as exc:
+                if self._reader is not None:
+                    self._reader.close()
+                    self._reader = None
                 raise AcquisitionError(f"replay source: {exc}") from exc
+            self.damaged = spans + len(self._damaged_records)
             self._closed = False
         return self._reader
 
@@ -159,9 +177,12 @@ class ReplaySource(AcquisitionSource):
 
     def _event(self, reader: RecordingReader, i: int) -> Event | None:
         try:
-            msg = reader.message(i)
+            msg = read_or_skip(reader, i, self.strict, self._damaged_records)
         except RecordingError as exc:
             raise AcquisitionError(f"replay source: {exc}") from exc
+        if msg is None:
+            self.damaged = len(reader.damaged_spans) + len(self._damaged_records)
+            return None
         try:
             return message_to_event(msg)
         except MessageError as exc:

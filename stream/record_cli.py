@@ -176,6 +176,9 @@ def _finish(summary: dict[str, Any]) -> None:
               f"max lateness {summary['max_late_s'] * 1e3:.1f} ms")
         counts = summary["sent"]
     print("  " + ("  ".join(f"{t}: {n}" for t, n in counts.items()) or "(none)"))
+    if summary.get("damaged"):
+        print(f"  damaged records skipped: {summary['damaged']} (see the log; --strict fails "
+              "on them)")
     if "out" in summary:
         drops = ", ".join(f"{k} {n}" for k, n in summary["dropped"].items() if n) or "none"
         bad = ", ".join(f"{k} {n}" for k, n in summary["bad"].items()) or "none"
@@ -188,9 +191,36 @@ def _fail(name: str, exc: Exception, code: int) -> int:
     return code
 
 
+def check_recording(path: str) -> int:
+    """Print the health of recording ``path``; 0 when healthy, 1 when damaged or unreadable."""
+    try:
+        reader = RecordingReader(path)
+    except RecordingError as exc:
+        return _fail("record", exc, 1)
+    with reader:
+        bad = reader.check()
+        spans = [(off, n, "skipped by the scan") for off, n in reader.damaged_spans]
+        spans += [(off, n, f"record {i}: {err}") for i, off, n, err in bad]
+        healthy = not spans and not reader.tail_bytes
+        print(f"{path}: {'healthy' if healthy else 'DAMAGED'}")
+        print(f"  records: {len(reader)} ({len(reader) - len(bad)} intact), "
+              f"{reader.duration:.1f} s")
+        print("  topics: " + ("  ".join(f"{t}: {n}" for t, n in reader.counts().items())
+                              or "(none)"))
+        print(f"  index: {reader.index_source}")
+        print(f"  damaged spans: {len(spans)}")
+        for off, n, why in sorted(spans):
+            print(f"    byte offset {off}, {n} bytes ({why})")
+        if reader.tail_bytes:
+            print(f"  truncated tail: {reader.tail_bytes} bytes ignored")
+    return 0 if healthy else 1
+
+
 def run_record(args: argparse.Namespace) -> int:
     """Entry point of ``cortexcast record``."""
     setup_logging("record", getattr(args, "log_level", "INFO"))
+    if getattr(args, "check", None):
+        return check_recording(args.check)
     overrides = {"endpoints": args.endpoints, "topics": args.topics, "out": args.out,
                  "duration_s": args.duration, "fsync_s": args.fsync, "overwrite": args.overwrite,
                  "hwm": args.hwm, "stats_out": args.stats_out}
@@ -215,7 +245,7 @@ def run_replay(args: argparse.Namespace) -> int:
                  "loop": args.loop, "wait_subscribers": args.wait_subscribers,
                  "wait_timeout_s": args.wait_timeout, "hwm": args.hwm,
                  "linger_s": args.linger, "shift_stamps": args.shift_stamps,
-                 "stats_out": args.stats_out}
+                 "strict": args.strict, "stats_out": args.stats_out}
     try:
         settings = load_settings(ReplaySettings, args.config, "replay", overrides)
     except ConfigError as exc:
@@ -249,6 +279,9 @@ def register_record(subparsers: Any) -> None:
     p.add_argument("--hwm", type=int, metavar="N", help="receive high-water mark (default 1000)")
     p.add_argument("--stats-out", metavar="JSON", help="write the summary here too")
     p.add_argument("--config", metavar="TOML", help="config file; its [record] table is used")
+    p.add_argument("--check", metavar="FILE",
+                   help="record nothing: print FILE's health (records, topics, damaged spans, "
+                        "index) and exit 0 if healthy, 1 if damaged")
     p.set_defaults(func=run_record)
 
 
@@ -281,6 +314,8 @@ def register_replay(subparsers: Any) -> None:
                    help="keep the socket open S seconds after the end (default 0.5)")
     p.add_argument("--shift-stamps", action="store_true", default=None,
                    help="move recorded stamps to now, so downstream latencies stay meaningful")
+    p.add_argument("--strict", action="store_true", default=None,
+                   help="fail (exit 1) on a damaged record instead of skipping it")
     p.add_argument("--stats-out", metavar="JSON", help="write the summary here too")
     p.add_argument("--config", metavar="TOML", help="config file; its [replay] table is used")
     p.set_defaults(func=run_replay)

@@ -10,6 +10,7 @@ the next ones (no drift accumulates); its clock and sleep are injectable.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -21,8 +22,9 @@ import numpy as np
 from cortexcast.core.config import path_field
 from cortexcast.core.pacing import Pacer
 from cortexcast.stream.message import Message
-from cortexcast.stream.recording import RecordingReader
+from cortexcast.stream.recording import RecordingError, RecordingReader
 
+log = logging.getLogger(__name__)
 Clock = Literal["recv", "t_acq"]
 
 
@@ -30,7 +32,8 @@ Clock = Literal["recv", "t_acq"]
 class ReplaySettings:
     """Settings of a replay: the ``replay`` process (table ``[replay]``) and the daq's
     ``replay`` backend (table ``[daq.replay]``; ``[daq] recording`` / ``replay_paced`` are
-    its shorthand). The backend uses recording, speed, fast, clock, loop and topics."""
+    its shorthand). The backend uses recording, speed, fast, clock, loop, topics and
+    strict."""
 
     recording: str = path_field("")
     """Recording file to replay (the command's FILE argument wins)."""
@@ -61,6 +64,9 @@ class ReplaySettings:
     downstream meaningful); off: stamps are re-sent exactly as recorded."""
     stats_out: str | None = path_field(None)
     """Write a JSON of the replay's counters here on exit."""
+    strict: bool = False
+    """Fail on the first damaged record (CRC mismatch, undecodable) or damaged span in the
+    file; off: skip it, log it once and count it (``damaged`` in the stats)."""
 
     def __post_init__(self) -> None:
         if not self.speed > 0:
@@ -112,11 +118,43 @@ class ReplayStats:
     max_late_s: float = 0.0
     elapsed_s: float = 0.0
     stopped: bool = False
+    damaged: int = 0
+    """Damaged records skipped: spans the scan skipped plus records that failed to read."""
+    damaged_records: list[int] = field(default_factory=list)
+    """Indices of the indexed records that failed to read or decode."""
 
     def as_dict(self) -> dict[str, Any]:
         return {"sent": dict(self.sent), "total": sum(self.sent.values()), "passes": self.passes,
                 "max_late_s": self.max_late_s, "elapsed_s": self.elapsed_s,
-                "stopped": self.stopped}
+                "stopped": self.stopped, "damaged": self.damaged,
+                "damaged_records": list(self.damaged_records)}
+
+
+def check_damage(reader: RecordingReader, strict: bool) -> int:
+    """The damaged spans a scan of ``reader`` skipped (it logged each); RecordingError if
+    ``strict`` and there are any."""
+    spans = getattr(reader, "damaged_spans", [])
+    if strict and spans:
+        off, n = spans[0]
+        raise RecordingError(f"{reader.path}: {len(spans)} damaged span(s), the first "
+                             f"{n} bytes at byte offset {off} (strict)")
+    return len(spans)
+
+
+def read_or_skip(reader: RecordingReader, i: int, strict: bool, seen: set[int]) -> Message | None:
+    """Record ``i`` decoded, or None when it is damaged (logged once per record, added to
+    ``seen``); re-raises the RecordingError if ``strict``."""
+    try:
+        return reader.message(i)
+    except RecordingError as exc:
+        if strict:
+            raise
+        if i not in seen:
+            seen.add(i)
+            e = reader.index[i]
+            log.warning("skipping damaged record %d (byte offset %d, %d bytes): %s", i,
+                        int(e["offset"]), int(e["length"]), exc)
+        return None
 
 
 def shift_stamps(msg: Message, now_ns: int | None = None) -> Message:
@@ -132,7 +170,9 @@ class Replayer:
     """Sends a recording's messages, in order, paced by ``settings``.
 
     Messages keep their recorded topic, seq, source, t_acq and meta and get
-    one more stamp, ``replay.pub``, just before ``send``.
+    one more stamp, ``replay.pub``, just before ``send``. A damaged record is skipped,
+    logged once and counted (``stats.damaged``) unless ``settings.strict``, which raises
+    RecordingError instead.
     """
 
     STAGE = "replay.pub"
@@ -157,10 +197,14 @@ class Replayer:
         t = timeline(reader, indices, s.clock)
         period = loop_period(t)
         start = self._clock()
+        self.stats.damaged = check_damage(reader, s.strict)
+        seen: set[int] = set()
         self.pacer.start()
         while len(indices):
             for i, t_i in zip(indices, t, strict=True):
-                msg = reader.message(int(i))  # read and decode before the deadline
+                msg = read_or_skip(reader, int(i), s.strict, seen)  # before the deadline
+                if msg is None:
+                    continue
                 if not self.pacer.wait(float(t_i) + self.stats.passes * period):
                     self.stats.stopped = True
                     break
@@ -172,6 +216,8 @@ class Replayer:
                 self.stats.passes += 1
             if self.stats.stopped or not s.loop:
                 break
+        self.stats.damaged_records = sorted(seen)
+        self.stats.damaged += len(seen)
         self.stats.max_late_s = self.pacer.max_late_s
         self.stats.elapsed_s = self._clock() - start
         return self.stats

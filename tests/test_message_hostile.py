@@ -162,16 +162,20 @@ def test_recording_with_hostile_record_fails_cleanly(tmp_path, shape):
             reader.message(1)
         with pytest.raises(RecordingError):
             list(reader.messages())
-        sent: list[Message] = []
+        sent: list[Message] = []  # replay skips it, or fails when strict
+        stats = Replayer(ReplaySettings(fast=True), sent.append).run(reader)
+        assert [m.seq for m in sent] == [0, 2] and stats.damaged_records == [1]
         with pytest.raises(RecordingError):
-            Replayer(ReplaySettings(fast=True), sent.append).run(reader)
+            Replayer(ReplaySettings(fast=True, strict=True), sent.append).run(reader)
 
 
 @pytest.mark.parametrize("shape", HOSTILE_SHAPES, ids=["2^64-1", "2^63-1", "31x2^62"])
 def test_daq_replay_source_reports_hostile_record(tmp_path, shape):
     path = tmp_path / "hostile.ccr"
     _write_with_hostile_record(path, shape)
-    with ReplaySource(path, paced=False) as source:
+    with ReplaySource(path, paced=False) as source:  # skipped and counted
+        assert [e.index for e in source.events()] == [0, 2] and source.damaged == 1
+    with ReplaySource(path, paced=False, strict=True) as source:
         with pytest.raises(AcquisitionError, match="does not decode"):
             list(source.events())
 

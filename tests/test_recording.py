@@ -220,7 +220,7 @@ def test_random_cuts_keep_exactly_the_complete_records(recording, tmp_path):
                 _assert_same(g, want)
 
 
-def test_corrupt_record_stops_the_scan_and_fails_a_read(recording):
+def test_corrupt_record_is_skipped_by_the_scan_and_fails_a_read(recording):
     path, msgs, _ = recording
     with RecordingReader(path) as r:
         off, length = int(r.index["offset"][5]), int(r.index["length"][5])
@@ -233,6 +233,9 @@ def test_corrupt_record_stops_the_scan_and_fails_a_read(recording):
         with pytest.raises(RecordingError, match="CRC"):
             r.message(5)
     os.remove(index_path(path))
-    with RecordingReader(path) as r:
-        assert len(r) == 5
-        assert r.ignored_bytes == len(data) - off
+    with RecordingReader(path) as r:  # the scan resynchronises on record 6
+        assert len(r) == len(msgs) - 1
+        assert r.damaged_spans == [(off, length)] and r.tail_bytes == 0
+        assert r.ignored_bytes == length
+        for got, want in zip(r, msgs[:5] + msgs[6:], strict=True):
+            _assert_same(got, want)
