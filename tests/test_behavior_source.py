@@ -26,19 +26,9 @@ from cortexcast.daq.merged import MergedSource
 from cortexcast.daq.source import AcquisitionError, AcquisitionSource
 from cortexcast.daq.standins.eye_tracker import (EyeTrace, LslSink, TraceError, UdpSink,
                                                  load_trace, play, synthetic_trace)
+from polling import TIMEOUT_S, wait_for
 
 pylsl = pytest.importorskip("pylsl")
-TIMEOUT_S = 10.0
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = TIMEOUT_S, what: str = "") -> Any:
-    """Poll ``cond`` until true (returns its value) or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or cond}")
-        threading.Event().wait(0.002)
-    return value
 
 
 class PushSource(AcquisitionSource):

@@ -11,9 +11,8 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -24,19 +23,10 @@ from cortexcast.core.events import LoopEvent, Reconstruction
 from cortexcast.core.runtime import StopSignals
 from cortexcast.stream.lsl_outlets import LslSettings, run_lsl
 from cortexcast.stream.pubsub import Publisher, Sockets
+from polling import TIMEOUT_S, wait_for
 
 pylsl = pytest.importorskip("pylsl")
-TIMEOUT_S = 10.0
 _n = iter(range(10**6))
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = TIMEOUT_S, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or cond}")
-        threading.Event().wait(0.002)
-    return value
 
 
 def inlet(name: str) -> Any:

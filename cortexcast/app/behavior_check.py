@@ -25,7 +25,7 @@ def check_behavior(facts: RigFacts, timeout_s: float) -> list[Check]:
     from cortexcast.daq.behavior_source import make_behavior_source
 
     s = daq.behavior
-    where = f"UDP {s.listen}" if s.mode == "udp" else f"LSL [{_lsl_predicate(s)}]"
+    where = f"UDP {s.listen}" if s.mode == "udp" else f"LSL [{s.lsl_predicate()}]"
     try:
         source = make_behavior_source(s)
     except (CortexcastError, ImportError) as exc:
@@ -65,8 +65,3 @@ def _run_for(source: Any, timeout_s: float) -> dict[str, Any]:
     source.stop()
     reader.join(2.0)
     return source.status()
-
-
-def _lsl_predicate(s: Any) -> str:
-    return " and ".join(f"{k}='{v}'" for k, v in (("name", s.lsl_name), ("type", s.lsl_type),
-                                                   ("source_id", s.lsl_source_id)) if v)

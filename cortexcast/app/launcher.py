@@ -88,11 +88,6 @@ def check_decoder_files(settings: Any, config: Path | str) -> None:
         raise ConfigError(f"{where} model = {settings.model!r}: {exc}. Set model to an .onnx "
                           "made by `cortexcast train` (its .json card beside it), or "
                           "'bundled'") from exc
-    if card.neurons != rois.n_neurons:
-        raise ConfigError(
-            f"{where} model = {settings.model!r} expects {card.neurons} neurons but rois = "
-            f"{settings.rois!r} has {rois.n_neurons}: use the ROI file the model was trained "
-            "with, or train a model on these ROIs (`cortexcast export`, `cortexcast train`)")
     try:
         check_model_rois(card, rois, settings.model, settings.rois)
     except ModelError as exc:

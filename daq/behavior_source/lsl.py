@@ -67,10 +67,7 @@ class LslBehaviorSource(BehaviorFeed):
 
     @property
     def predicate(self) -> str:
-        parts = [f"{key}='{value}'" for key, value in (
-            ("name", self.s.lsl_name), ("type", self.s.lsl_type),
-            ("source_id", self.s.lsl_source_id)) if value]
-        return " and ".join(parts)
+        return self.s.lsl_predicate()
 
     @property
     def reading(self) -> bool:

@@ -74,6 +74,12 @@ class BehaviorSettings:
         if self.clock_window < 1:
             raise ValueError("clock_window must be >= 1")
 
+    def lsl_predicate(self) -> str:
+        """The LSL resolve predicate of lsl_name / lsl_type / lsl_source_id (those set)."""
+        return " and ".join(f"{key}='{value}'" for key, value in (
+            ("name", self.lsl_name), ("type", self.lsl_type),
+            ("source_id", self.lsl_source_id)) if value)
+
     def channel_map(self) -> dict[str, Selector]:
         """Model channel -> selector, with this mode's defaults when ``channels`` is empty."""
         if self.channels:

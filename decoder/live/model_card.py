@@ -198,12 +198,19 @@ def card_rois(card: ModelCard, where: str = "model card") -> dict[str, Any] | No
 
 def check_model_rois(card: ModelCard, rois: ROISet, model_path: str | Path,
                      rois_path: str | Path) -> None:
-    """Raise ModelError when ``rois`` (loaded from ``rois_path``) are not the ROI set the
-    model at ``model_path`` was trained on, naming both files and what differs.
+    """Raise ModelError when ``rois`` (loaded from ``rois_path``) do not fit the model at
+    ``model_path``: another neuron count, or not the ROI set it was trained on (naming both
+    files and what differs). The live decoder runs it at start, ``up`` before it starts
+    anything.
 
-    A card that records no fingerprint passes (logged): nothing to compare with.
+    A card that records no fingerprint is checked on the neuron count only (logged).
     """
     meta = card_rois(card, str(card_path(model_path)))
+    if meta is None and card.neurons != rois.n_neurons:
+        raise ModelError(f"model {model_path} expects {card.neurons} neurons but the ROI file "
+                         f"{rois_path} has {rois.n_neurons}: use the ROI file the model was "
+                         "trained with, or train a model on these ROIs (`cortexcast export`, "
+                         "`cortexcast train`)")
     if meta is None:
         log.info("%s records no ROI fingerprint (trained before ROI fingerprints, or on "
                  "simulated data); the ROI set %s is not checked against it",

@@ -20,7 +20,7 @@ from cortexcast.core.events import Activity, ImagingFrame, Reconstruction, SyncE
 from cortexcast.core.runtime import ProcessRun, StopSignals
 from cortexcast.decoder.live.extraction import ExtractionSettings
 from cortexcast.decoder.live.features import BadFrameError, FeaturePipeline
-from cortexcast.decoder.live.model_card import ModelError, check_model_rois
+from cortexcast.decoder.live.model_card import check_model_rois
 from cortexcast.decoder.live.deconvolution import DeconvolutionSettings
 from cortexcast.decoder.live.motion import MotionCorrector, MotionSettings, load_reference
 from cortexcast.decoder.live.stimulus_clock import StimulusClock, SyncTracker
@@ -122,11 +122,6 @@ class FrameDecoder:
         self.pixels = PixelDecoder(resolve_model(settings.model), providers=settings.providers,
                                    threads=settings.threads,
                                    session_stats=read_session_stats(settings.session_stats))
-        if self.pixels.card.neurons != self.rois.n_neurons:
-            raise ModelError(
-                f"model {settings.model} expects {self.pixels.card.neurons} neurons but the ROI "
-                f"file {settings.rois} has {self.rois.n_neurons}"
-            )
         check_model_rois(self.pixels.card, self.rois, settings.model, settings.rois)
         self.features = feature_pipeline(settings, self.rois)
         self.motion = self.features.motion
