@@ -21,7 +21,7 @@ from cortexcast.daq.scanimage.tiff_source import TiffSettings
 from cortexcast.daq.scanimage.zmq_source import BridgeSettings, ScanImageStreamSettings
 from cortexcast.daq.serial_sync.settings import SerialSettings
 from cortexcast.daq.sim.settings import SimSettings
-from cortexcast.core.events import Event, ImagingFrame, SyncEvent
+from cortexcast.core.events import Event, ImagingFrame, StimulusFrame, SyncEvent, topics_of
 from cortexcast.daq.source import AcquisitionError, AcquisitionSource
 from cortexcast.daq.replay_source import ReplaySource, daq_replay
 from cortexcast.daq.stimulus_identity import StimulusSettings
@@ -187,8 +187,11 @@ def run_daq(settings: DaqSettings, *, sockets: Sockets = Sockets(),
     """
     first_event: float | None = None
     with ProcessRun("daq", settings.stats_out, stop=stop) as run:
+        # A thread sends, so acquisition never waits on ZeroMQ (nor on a peer flooding it
+        # with subscriptions); only the daq's own topics may be subscribed to.
         pub = sockets.publisher(settings.publish, "daq", hwm=settings.hwm,
-                                what="[daq] publish")
+                                what="[daq] publish", background=True,
+                                topics=topics_of(ImagingFrame, SyncEvent, StimulusFrame))
         publish = EventPublisher(pub)
 
         def stats() -> dict[str, Any]:
@@ -196,6 +199,8 @@ def run_daq(settings: DaqSettings, *, sockets: Sockets = Sockets(),
             return {"elapsed_s": now - run.started,
                     "acquiring_s": now - first_event if first_event is not None else 0.0,
                     "published": publish.counts,
+                    "refused_subscriptions": pub.refused_subscriptions,
+                    "send_queue_dropped": pub.queue_dropped,
                     "source": {k: v for k, v in pub.status.items() if k not in publish.counts}}
 
         run.counts, run.stats_fn = publish.counts, stats

@@ -32,7 +32,7 @@ import numpy as np
 from cortexcast.core.events import StimulusFrame
 
 from cortexcast.daq.source import AcquisitionError, AcquisitionSource
-from cortexcast.daq.udp_listener import UdpListener
+from cortexcast.daq.udp_listener import LOOPBACK_SENDERS, UdpListener, parse_senders
 
 log = logging.getLogger(__name__)
 STIM_SHAPE = (36, 64)
@@ -44,6 +44,10 @@ class StimulusSettings:
     mode: Literal["udp", "log"] = "udp"
     listen: str = "0.0.0.0:5557"
     """UDP host:port to receive the stimulus computer's messages on (mode "udp")."""
+    allowed_senders: tuple[str, ...] = LOOPBACK_SENDERS
+    """IP addresses or networks whose datagrams are read (mode "udp"); others are dropped,
+    counted and logged once a minute. Default: this computer only; add the stimulus computer's
+    address (e.g. "10.0.0.5" or "10.0.0.0/24"), or "*" for any sender."""
     log_file: str = path_field("")
     """The stimulus program's log file to follow (mode "log")."""
     from_start: bool = False
@@ -60,6 +64,7 @@ class StimulusSettings:
             host, _, port = self.listen.rpartition(":")
             if not host or not port.isdigit() or not 0 <= int(port) < 65536:
                 raise ValueError(f"listen must be 'host:port', got {self.listen!r}")
+        parse_senders(self.allowed_senders, "allowed_senders")
         if self.poll_s <= 0:
             raise ValueError("poll_s must be > 0")
 
@@ -151,13 +156,17 @@ class StimulusIdentitySource(AcquisitionSource):
 
     def status(self) -> dict[str, int]:
         return {"stimulus_ids": self.received, "stimulus_bad": self.bad,
-                "stimulus_placeholders": self.library.placeholders}
+                "stimulus_placeholders": self.library.placeholders,
+                "stimulus_refused": self._listener.refused if self._listener is not None else 0}
 
     def __enter__(self) -> StimulusIdentitySource:
         self._closed = False
         if self.s.mode == "udp":
-            self._listener = UdpListener(self.s.listen, self.s.poll_s,
-                                         what="stimulus identity", setting="[daq.stimulus] listen")
+            self._listener = UdpListener(
+                self.s.listen, self.s.poll_s, what="stimulus identity",
+                setting="[daq.stimulus] listen",
+                allowed=parse_senders(self.s.allowed_senders, "allowed_senders"),
+                allowed_setting="[daq.stimulus] allowed_senders")
         elif not Path(self.s.log_file).parent.is_dir():
             raise AcquisitionError(f"stimulus identity: the folder of log_file "
                                    f"{self.s.log_file!r} does not exist")

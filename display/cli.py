@@ -71,8 +71,10 @@ def run(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        from cortexcast.stream.security import load_security
+
         settings = settings_from_args(args)
-        return Display(settings).run()
+        return Display(settings, security=load_security(args.config)).run()
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

@@ -20,6 +20,8 @@ from typing import Callable
 
 import numpy as np
 
+from cortexcast.core.platform import lower_priority, parent_is_gone
+
 Metric = Callable[..., float]
 
 _PARENT_POLL_S = 0.5
@@ -49,7 +51,7 @@ def window_correlation(recons: np.ndarray, targets: np.ndarray, mask: np.ndarray
 def _exit_with(parent: int) -> None:
     while True:
         time.sleep(_PARENT_POLL_S)
-        if os.getppid() != parent:  # the display died without closing us (SIGKILL)
+        if parent_is_gone(parent):  # the display died without closing us (SIGKILL)
             os._exit(0)
 
 
@@ -57,7 +59,7 @@ def _init_worker() -> None:
     # Ctrl-C reaches the whole process group; the display decides when its worker stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A statistic for the operator: it must never take a core from the pipeline.
-    os.nice(10)
+    lower_priority()  # os.nice(10); below-normal priority on Windows
     threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
     try:
         _default_metric()  # import scipy now, not while frames are flowing

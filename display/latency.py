@@ -102,6 +102,14 @@ class LatencyStats:
         ring = self._spans.get(name)
         return ring.kept().copy() if ring is not None else np.empty(0)
 
+    def cdf(self) -> dict[str, list[list[float]]]:
+        """``{span: [[percentile, ms], ...]}`` at every 2nd percentile plus 99 and 99.9: the
+        distribution in a few hundred bytes (``bench`` draws it)."""
+        points = [*range(0, 100, 2), 99.0, 99.9, 100.0]
+        return {name: [[float(p), round(float(v), 4)]
+                       for p, v in zip(points, np.percentile(ring.kept(), points))]
+                for name, ring in self._spans.items()}
+
     def summary(self) -> dict[str, dict[str, float]]:
         """``{span: {n, p50, p99, max}}`` (ms) in pipeline order, then ``"other"`` (spans
         past the cap, pooled) and ``"end_to_end"`` last."""

@@ -11,7 +11,8 @@ Four parts, none of which can slow the receiver:
   see :mod:`cortexcast.display.web`) and to the saver; it refreshes the status at 4 Hz;
 * once a second a task has the running correlation recomputed in a worker
   process (see :mod:`cortexcast.display.correlation` for why not in this one);
-* the aiohttp server (unless ``headless``).
+* the aiohttp server (unless ``headless``), behind the Host/Origin/token checks of
+  :mod:`cortexcast.display.access`; what it serves carries no file paths.
 
 Stops on SIGINT/SIGTERM or after ``duration_s``; then writes ``stats_out``.
 """
@@ -20,10 +21,10 @@ from __future__ import annotations
 
 from cortexcast.core.errors import CortexcastError
 import asyncio
-import dataclasses
 import json
 import logging
-import signal
+import os
+import secrets
 import sys
 import threading
 import time
@@ -34,7 +35,11 @@ from typing import Any, TextIO
 import numpy as np
 from aiohttp import web
 
+from cortexcast.core.platform import add_async_stop_handlers
+from cortexcast.core.runtime import supervisor_heartbeat
 from cortexcast.decoder.live.mask_file import read_mask
+from cortexcast.display.access import (TOKEN_ENV, AccessPolicy, base_name, is_loopback,
+                                       public_json, settings_json)
 from cortexcast.display.correlation import CorrelationWorker
 from cortexcast.display.latency import END_TO_END_KEY
 from cortexcast.display.render import FrameSaver, compose, encode_frame
@@ -42,6 +47,7 @@ from cortexcast.display.settings import DisplaySettings
 from cortexcast.display.state import RECONSTRUCTION, STIMULUS, DisplayState
 from cortexcast.display.web import Hub, make_app
 from cortexcast.stream.pubsub import Subscriber
+from cortexcast.stream.security import SecuritySettings
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +72,21 @@ def load_mask(path: str | None) -> np.ndarray | None:
 class Display:
     """One display process. ``run()`` blocks until stopped and returns an exit code."""
 
-    def __init__(self, settings: DisplaySettings, *, out: TextIO | None = None) -> None:
+    def __init__(self, settings: DisplaySettings, *, out: TextIO | None = None,
+                 security: SecuritySettings | None = None) -> None:
         self.settings = settings
+        self.security = security
+        """The config's [security]: the subscriber is a CURVE client with its keys."""
         self.out = out or sys.stdout
         self.state = DisplayState(settings.correlation_window, mask=load_mask(settings.eval_mask))
         self.lock = threading.Lock()
-        self.hub = Hub(self.stats)
+        self.hub = Hub(self.public_stats)
+        # Made here, not in the (frozen) settings: a fresh one per start unless configured.
+        self.token = settings.token or os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(24)
+        self.access = AccessPolicy.from_settings(settings, self.token)
         self.worker = CorrelationWorker()
         self.url: str | None = None
+        self.app: web.Application | None = None  # once serving (tests list its routes)
         self.saver: FrameSaver | None = None
         self._t0 = time.monotonic()
         self._rx_stop = threading.Event()
@@ -111,10 +124,13 @@ class Display:
             self.state.set_stream_stats(stats, producers)
 
     # -- the asyncio side ---------------------------------------------------
-    def stats(self) -> dict[str, Any]:
-        """Everything the page, ``/api/stats`` and ``stats_out`` report."""
+    def stats(self, cdf: bool = True) -> dict[str, Any]:
+        """Everything ``stats_out`` and the summary report (the token hidden); ``cdf``: with
+        each latency span's distribution (``latency_cdf_ms``, for bench's picture)."""
         with self.lock:
             summary = self.state.summary()
+            if cdf:
+                summary["latency_cdf_ms"] = self.state.latency.cdf()
         s = self.settings
         return {
             "process": "display",
@@ -124,14 +140,23 @@ class Display:
             "web": self.hub.stats(),
             "saved": None if self.saver is None else {
                 "path": str(self.saver.target), "frames": self.saver.frames},
-            "settings": dataclasses.asdict(s),
+            "settings": settings_json(s, public=False),
         }
+
+    def public_stats(self) -> dict[str, Any]:
+        """:meth:`stats` for ``/api/stats`` and the page: file paths reduced to file names."""
+        stats = self.stats(cdf=False)  # 4 times a second to the page: kept small
+        if stats["saved"] is not None:
+            stats["saved"]["path"] = base_name(stats["saved"]["path"])
+        stats["settings"] = settings_json(self.settings, public=True)
+        return public_json(stats)
 
     async def _tick(self) -> None:
         period = 1.0 / self.settings.fps
         loop = asyncio.get_running_loop()
         next_t = loop.time()
         while True:
+            supervisor_heartbeat("display")  # this loop turning = the display is alive
             with self.lock:
                 view = self.state.take_view()
             if view is not None:
@@ -148,7 +173,7 @@ class Display:
     async def _status(self) -> None:
         while True:
             if self.hub.clients:
-                self.hub.publish_status(self.stats())
+                self.hub.publish_status(self.public_stats())
             await asyncio.sleep(STATUS_PERIOD_S)
 
     async def _correlation(self) -> None:
@@ -177,7 +202,8 @@ class Display:
 
     async def _start_web(self) -> web.AppRunner:
         s = self.settings
-        runner = web.AppRunner(make_app(self.hub, self.stats), access_log=None)
+        runner = web.AppRunner(make_app(self.hub, self.public_stats, self.access),
+                               access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, s.host, s.port, shutdown_timeout=2.0)
         try:
@@ -185,10 +211,18 @@ class Display:
         except OSError as exc:
             await runner.cleanup()
             raise DisplayError(f"cannot serve on {s.host}:{s.port}: {exc}") from exc
+        self.app = runner.app
         port = runner.addresses[0][1]
         host = f"[{s.host}]" if ":" in s.host else s.host
         self.url = f"http://{host}:{port}/"
         return runner
+
+    def open_url(self) -> str | None:
+        """The URL the operator opens: :attr:`url`, with ``?token=`` when one is required
+        (not in :attr:`url` itself, which ``/api/stats`` and ``stats_out`` show)."""
+        if self.url is None or self.access.token is None:
+            return self.url
+        return f"{self.url}?token={self.token}"
 
     def _print(self, text: str) -> None:
         print(f"display: {text}", file=self.out, flush=True)
@@ -197,13 +231,14 @@ class Display:
         s = self.settings
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, self._stop.set)
-            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
-                pass
+        if not s.headless and s.require_token is False and not is_loopback(s.host):
+            log.warning("display: serving on %s without a token (require_token = false)",
+                        s.host)
+        # SIGINT, SIGTERM (and Windows' SIGBREAK, the supervisor's CTRL_BREAK): a clean stop.
+        add_async_stop_handlers(loop, self._stop.set)
         endpoints = list(dict.fromkeys([s.stimulus_from, s.reconstruction_from]))
-        sub = Subscriber(endpoints, [STIMULUS, RECONSTRUCTION], hwm=s.hwm, name="display")
+        sub = Subscriber(endpoints, [STIMULUS, RECONSTRUCTION], hwm=s.hwm, name="display",
+                         security=self.security)
         rx = threading.Thread(target=self._receive, args=(sub, loop), name="display-rx",
                               daemon=True)
         runner = None
@@ -218,7 +253,7 @@ class Display:
             self._print(f"stimulus from {s.stimulus_from}, reconstruction from "
                         f"{s.reconstruction_from}")
             if self.url:
-                self._print(f"open {self.url}")
+                self._print(f"open {self.open_url()}")
             else:
                 self._print("headless" + (f", saving to {s.save}" if s.save else ""))
             tasks = [asyncio.create_task(c)

@@ -9,6 +9,8 @@ Routes: ``/`` the page (script and style inlined), ``/static/*`` the same
 files separately (for development), ``/ws`` the
 WebSocket (binary frames, see :mod:`cortexcast.display.render`; text JSON status
 messages ``{"type": "status", ...}``), ``/api/stats`` the same status as JSON.
+Every route sits behind the Host/Origin/token checks of :mod:`cortexcast.display.access`
+when the app is given an :class:`~cortexcast.display.access.AccessPolicy`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from aiohttp import WSCloseCode, WSMsgType, web
+
+from cortexcast.display.access import AccessPolicy, access_middleware
 
 log = logging.getLogger(__name__)
 
@@ -136,18 +140,22 @@ def page() -> bytes:
                         f"<script>\n{js}</script>").encode()
 
 
-def make_app(hub: Hub, stats: Callable[[], dict[str, Any]]) -> web.Application:
-    """The aiohttp application; ``stats`` returns the JSON for ``/api/stats``."""
+def make_app(hub: Hub, stats: Callable[[], dict[str, Any]],
+             access: AccessPolicy | None = None) -> web.Application:
+    """The aiohttp application; ``stats`` returns the JSON for ``/api/stats`` (already
+    free of file paths); ``access`` guards every route (None: no checks, for tests)."""
     body = page()
 
     async def index(_: web.Request) -> web.Response:
+        # no-referrer: the URL may carry ?token= (the page fetches nothing, but be sure).
         return web.Response(body=body, content_type="text/html", charset="utf-8",
-                            headers={"Cache-Control": "no-store"})
+                            headers={"Cache-Control": "no-store",
+                                     "Referrer-Policy": "no-referrer"})
 
     async def api_stats(_: web.Request) -> web.Response:
         return web.json_response(stats(), dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
-    app = web.Application()
+    app = web.Application(middlewares=[] if access is None else [access_middleware(access)])
     app.router.add_get("/", index)
     app.router.add_get("/ws", hub.handle_ws)
     app.router.add_get("/api/stats", api_stats)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 from cortexcast.core.errors import CortexcastError
@@ -12,9 +13,17 @@ class StreamError(CortexcastError, RuntimeError):
     """A socket could not be set up (bad endpoint, address in use, ...)."""
 
 
-def check_endpoint(endpoint: str) -> None:
+def check_endpoint(endpoint: str, *, windows: bool | None = None) -> None:
+    """Raise StreamError for an endpoint ZeroMQ cannot use here.
+
+    ``ipc://`` (Unix-domain sockets) is refused on Windows, where the rig's PCs run: libzmq
+    builds for Windows do not reliably support it. ``windows`` defaults to this machine.
+    """
     if not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
         raise StreamError(f"endpoint {endpoint!r} must start with tcp://, ipc:// or inproc://")
+    if endpoint.startswith("ipc://") and (os.name == "nt" if windows is None else windows):
+        raise StreamError(f"endpoint {endpoint!r}: ipc:// (Unix-domain sockets) does not work "
+                          "on Windows; use tcp://127.0.0.1:PORT (a free port) instead")
 
 
 def endpoint_problem(endpoint: str) -> str | None:

@@ -201,7 +201,10 @@ def run_lsl(settings: LslSettings, *, sockets: Sockets = Sockets(),
 def _run(args: argparse.Namespace) -> int:
     setup_logging("lsl", getattr(args, "log_level", "INFO"))
     overrides = {"endpoints": args.endpoints, "rate_hz": args.rate, "stats_out": args.stats_out}
-    summary = run_lsl(load_settings(LslSettings, args.config, "lsl", overrides))
+    from cortexcast.stream.pubsub import sockets_for
+
+    summary = run_lsl(load_settings(LslSettings, args.config, "lsl", overrides),
+                      sockets=sockets_for(args.config))
     print(f"lsl: pushed {summary['reconstructions']} reconstructions, {summary['events']} "
           f"loop events ({summary['bad']} bad, {summary['dropped']} dropped)")
     return 0

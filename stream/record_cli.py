@@ -23,6 +23,7 @@ from cortexcast.core.config import ConfigError, load_settings, path_field
 from cortexcast.core.runtime import ProcessRun, StopSignals, setup_logging
 from cortexcast.stream.message import Message, encode
 from cortexcast.stream.pubsub import Sockets, StreamError, Subscriber
+from cortexcast.stream.pubsub import sockets_for
 from cortexcast.stream.recording import RecordingError, RecordingReader, RecordingWriter
 from cortexcast.stream.replay import Replayer, ReplaySettings, ReplayStats
 
@@ -99,7 +100,8 @@ def record(settings: RecordSettings, *, sockets: Sockets = Sockets(),
                     stop=stop or StopSignals(raise_stop=False)) as run:
         end = None if settings.duration_s is None else run.started + settings.duration_s
         sub = run.own(RawSubscriber(settings.endpoints, settings.topics, hwm=settings.hwm,
-                                    context=sockets.context, name="record"))
+                                    context=sockets.context, name="record",
+                                    security=sockets.security))
         writer = run.own(RecordingWriter(settings.out, overwrite=settings.overwrite,
                                          fsync_s=settings.fsync_s))
         log.info("recording %s from %s to %s", ",".join(settings.topics),
@@ -226,10 +228,11 @@ def run_record(args: argparse.Namespace) -> int:
                  "hwm": args.hwm, "stats_out": args.stats_out}
     try:
         settings = load_settings(RecordSettings, args.config, "record", overrides)
+        sockets = sockets_for(args.config)
     except ConfigError as exc:
         return _fail("record", exc, 2)
     try:
-        summary = record(settings)
+        summary = record(settings, sockets=sockets)
     except (RecordingError, StreamError) as exc:
         return _fail("record", exc, 1)
     _finish(summary)
@@ -248,10 +251,11 @@ def run_replay(args: argparse.Namespace) -> int:
                  "strict": args.strict, "stats_out": args.stats_out}
     try:
         settings = load_settings(ReplaySettings, args.config, "replay", overrides)
+        sockets = sockets_for(args.config)
     except ConfigError as exc:
         return _fail("replay", exc, 2)
     try:
-        summary = replay(settings)
+        summary = replay(settings, sockets=sockets)
     except (RecordingError, StreamError) as exc:
         return _fail("replay", exc, 1)
     _finish(summary)

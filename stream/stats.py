@@ -25,4 +25,8 @@ class StreamStats:
             "bad": dict(self.bad),
             "skipped": self.skipped,
             "total_dropped": sum(self.dropped.values()),
+            # Imaging frames lost: what an operator means by "drops" (a stalled consumer
+            # also misses each frame's sync; counting both doubled the figure).
+            "frames_dropped": sum(n for (_, topic), n in self.dropped.items()
+                                  if topic == "frames"),
         }

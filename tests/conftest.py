@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -20,6 +21,19 @@ class _TrackingContext(zmq.Context):
         s = super().socket(*args, **kwargs)
         self.__dict__.setdefault("_held", []).append(s)
         return s
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers() -> Iterator[None]:
+    """A test that runs a process's stop handling in this process (which ends by ignoring
+    SIGTERM/SIGINT for its clean-up) must not leave them ignored: every child started
+    later would inherit SIG_IGN and outlive its own SIGTERM."""
+    names = ("SIGTERM", "SIGINT", "SIGHUP", "SIGBREAK")
+    saved = {sig: signal.getsignal(sig) for n in names if (sig := getattr(signal, n, None))}
+    yield
+    for sig, handler in saved.items():
+        if handler is not None:
+            signal.signal(sig, handler)
 
 
 @pytest.fixture

@@ -394,3 +394,46 @@ def test_live_subscriber_survives_hostile_messages():
         sub.close()
         pub.close(0)
         ctx.term()
+
+
+def test_live_subscriber_memory_is_bounded_whatever_names_arrive():
+    """20,000 well-formed messages, each from a new source, on a new topic under the
+    subscribed prefix, with new stamp names: the subscriber's memory stays flat."""
+    import tracemalloc
+
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.SNDHWM, 0)
+    pub.bind("inproc://names")
+    sub = Subscriber("inproc://names", ["frames"], context=ctx, hwm=0, name="named",
+                     max_streams=64, max_sources=32)
+
+    def send(k: int) -> None:
+        msg = Message(f"frames-{k}", "frame", k % 7, f"src-{k}", 0.0,
+                      (np.zeros(2, np.uint16),), ((f"stage-{k}", k),))
+        pub.send_multipart(encode(msg))
+
+    try:
+        deadline = time.monotonic() + 5
+        while sub.recv(timeout_s=0.02) is None:
+            assert time.monotonic() < deadline, "subscriber never connected"
+            send(0)
+        tracemalloc.start()
+        sizes = []
+        for block in range(10):
+            for k in range(1 + block * 2000, 1 + (block + 1) * 2000):
+                send(k)
+            got = 0
+            while got < 2000:
+                assert sub.recv(timeout_s=5) is not None
+                got += 1
+            if block in (1, 9):
+                sizes.append(tracemalloc.get_traced_memory()[0])
+        tracemalloc.stop()
+        assert len(sub._last_seq) <= 64 and len(sub.last_heartbeat) <= 32
+        assert len(sub.stats.received) <= 65 and len(sub.stats.restarted) <= 64
+        assert sizes[1] - sizes[0] < 256 * 1024, sizes  # 16,000 more names: no growth
+    finally:
+        sub.close()
+        pub.close(0)
+        ctx.term()

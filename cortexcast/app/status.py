@@ -13,7 +13,9 @@ import sys
 import urllib.request
 from typing import Any
 
+from cortexcast.display.access import is_wildcard
 from cortexcast.stream.pubsub import Subscriber
+from cortexcast.stream.security import SecuritySettings
 from cortexcast.app.supervisor import Supervisor
 
 
@@ -30,31 +32,64 @@ def _fmt(x: Any, spec: str = ".1f") -> str:
 
 
 class StatusBoard:
-    def __init__(self, settings: dict[str, Any], quiet: bool = False) -> None:
+    """The live status line of ``up``: producers' heartbeats (as a CURVE client when the
+    config has keys) and the display's ``/api/stats`` (with its token when it needs one)."""
+
+    def __init__(self, settings: dict[str, Any], quiet: bool = False,
+                 security: SecuritySettings | None = None,
+                 display_token: str | None = None) -> None:
         self.quiet = quiet
         self.tty = sys.stdout.isatty()
         endpoints = [connect_endpoint(s.publish) for n, s in settings.items()
                      if n in ("daq", "decoder")]
-        self._hb = Subscriber(endpoints, [], name="status") if endpoints else None
+        self._hb = (Subscriber(endpoints, [], name="status", security=security)
+                    if endpoints else None)
         disp = settings.get("display")
-        self._stats_url = (f"http://{disp.host}:{disp.port}/api/stats"
+        host = "127.0.0.1" if disp is not None and is_wildcard(disp.host) else \
+            getattr(disp, "host", "")
+        host = f"[{host}]" if ":" in host else host
+        self._stats_url = (f"http://{host}:{disp.port}/api/stats"
                            if disp is not None and not disp.headless else None)
+        self._headers = {"Authorization": f"Bearer {display_token}"} if display_token else {}
         self._ticks = 0
+        self.supervisor: Supervisor | None = None
+        """Set by ``run_stack``: its restarts show on the status line."""
 
     def say(self, text: str) -> None:
         if not self.quiet:
             print(text, flush=True)
 
+    def event(self, text: str) -> None:
+        """A restart or hang, as it happens: on its own line, even over the status line."""
+        if not self.quiet:
+            print(("\r" + " " * 110 + "\r" if self.tty else "") + text, flush=True)
+
+    def restarts_text(self) -> str:
+        """`` | restarts: display 1 (down 0.4 s)`` or "" when nothing was restarted."""
+        if self.supervisor is None:
+            return ""
+        parts = []
+        for name, r in self.supervisor.restarts().items():
+            last = r["events"][-1]
+            state = ("down" if last.get("down_s") is None and last.get("action") == "restart"
+                     else f"down {r['down_s']:.1f} s")
+            parts.append(f"{name} {r['restarts']}x ({last['cause']}, {state})")
+        return " | restarts: " + ", ".join(parts) if parts else ""
+
     def _display_stats(self) -> dict[str, Any]:
         if self._stats_url is None:
             return {}
         try:
-            with urllib.request.urlopen(self._stats_url, timeout=0.2) as r:
+            request = urllib.request.Request(self._stats_url, headers=self._headers)
+            with urllib.request.urlopen(request, timeout=0.2) as r:
                 return json.loads(r.read())
         except (OSError, ValueError):
             return {}
 
     def line(self) -> str:
+        return self._line() + self.restarts_text()
+
+    def _line(self) -> str:
         if self._hb is not None:
             self._hb.recv_all()
         st = self._hb.producer_status if self._hb is not None else {}
@@ -85,24 +120,47 @@ class StatusBoard:
             self._hb.close()
 
 
+def _total(sup: Supervisor, name: str, key: str, sub: str | None = None) -> Any:
+    """``stats[key]`` (or ``stats[key][sub]``) summed over every incarnation of ``name``
+    that wrote stats (one killed by SIGKILL wrote none: then a lower bound); None if none."""
+    child = sup.children.get(name)
+    if child is None:
+        return None
+    values = []
+    for st in child.all_stats():
+        v = (st or {}).get(key)
+        v = v.get(sub) if sub is not None and isinstance(v, dict) else v
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            values.append(v)
+    return sum(values) if values else None
+
+
 def print_summary(sup: Supervisor, reason: str, quiet: bool = False) -> dict[str, Any]:
-    """Collect each process's stats file into one summary; print it as a table."""
+    """Collect each process's stats file into one summary; print it as a table.
+
+    A restarted process has one stats file per incarnation: counts are summed over them,
+    ``processes`` holds the latest, ``incarnations`` all, ``restarts`` why and how long
+    each was down.
+    """
     stats = {n: c.stats() for n, c in sup.children.items()}
-    daq = stats.get("daq") or {}
     dec = stats.get("decoder") or {}
     disp = stats.get("display") or {}
+    restarts = sup.restarts()
     summary: dict[str, Any] = {
         "reason": reason,
         "failed": sup.failed,
-        "frames_acquired": (daq.get("published") or {}).get("frames"),
-        "frames_decoded": dec.get("reconstructions_out"),
-        "frames_displayed": disp.get("shown"),
-        "reconstructions_received": disp.get("received", {}).get("reconstruction"),
-        "drops": {"decoder_in": (dec.get("stream") or {}).get("total_dropped"),
+        "frames_acquired": _total(sup, "daq", "published", "frames"),
+        "frames_decoded": _total(sup, "decoder", "reconstructions_out"),
+        "frames_displayed": _total(sup, "display", "shown"),
+        "reconstructions_received": _total(sup, "display", "received", "reconstruction"),
+        "restarts": restarts,
+        "incarnations": {n: c.all_stats() for n, c in sup.children.items() if c.incarnation},
+        "drops": {"decoder_in": (dec.get("stream") or {}).get("frames_dropped"),
                   "display_in": disp.get("dropped")},
         "bad_messages": {"decoder": (dec.get("stream") or {}).get("bad"),
                          "display": disp.get("bad")},
         "latency_ms": disp.get("latency_ms", {}),
+        "latency_cdf_ms": disp.get("latency_cdf_ms", {}),
         "decoder_busy_ms": dec.get("busy_ms"),
         "pixel_correlation": disp.get("correlation"),
         "resources": sup.resources(),
@@ -115,6 +173,14 @@ def print_summary(sup: Supervisor, reason: str, quiet: bool = False) -> dict[str
         for name in sup.failed:
             print(f"!! {name} failed; last lines of {sup.children[name].log_path}:")
             print(sup.children[name].log_tail())
+    for name, r in restarts.items():
+        print(f"!! {name}: {len(r['events'])} death(s), restarted {r['restarts']} time(s), "
+              f"down {r['down_s']:.2f} s in all (log: {sup.children[name].log_path})")
+        for e in r["events"]:
+            down = e.get("down_s")
+            print(f"     at {e['at_s']:7.2f} s: {e['cause']} -> {e['action']}"
+                  + (f", down {down:.2f} s (until its {e.get('up_by', 'restart')})"
+                     if down is not None else ""))
     print(f"frames acquired {_fmt(summary['frames_acquired'], '')}, decoded "
           f"{_fmt(summary['frames_decoded'], '')}, displayed {_fmt(summary['frames_displayed'], '')}"
           f" (reconstructions received {_fmt(summary['reconstructions_received'], '')})")

@@ -10,6 +10,7 @@ Nested dataclasses map to sub-tables (``[daq.sim]``).
 from __future__ import annotations
 
 from cortexcast.core.errors import CortexcastError
+from cortexcast.core.platform import is_absolute_path, join_path
 import dataclasses
 import sys
 import types
@@ -137,19 +138,23 @@ def _nested_dataclass(hint: Any) -> Any:
     return None
 
 
-def _resolve_path(value: Any, base: Path) -> Any:
+def _resolve_path(value: Any, base: Path, os_name: str | None = None) -> Any:
+    """``value`` joined onto ``base`` if it is a relative path by the rules of ``os_name``'s
+    OS (default: this one), so ``C:\\data\\x.npz`` and ``D:/clips`` stay as given on Windows."""
     if isinstance(value, str) and value and value != "bundled" \
-            and not Path(value).is_absolute() and "://" not in value:
-        return str(base / value)
+            and not is_absolute_path(value, os_name) and "://" not in value:
+        return join_path(base, value, os_name)
     return value
 
 
-def resolve_paths(cls: type, table: dict[str, Any], config_path: str | Path) -> dict[str, Any]:
+def resolve_paths(cls: type, table: dict[str, Any], config_path: str | Path, *,
+                  os_name: str | None = None) -> dict[str, Any]:
     """A copy of ``table`` with its relative path fields made relative to the config's folder.
 
     Which keys are paths is read from ``cls`` (:func:`path_field`); sub-tables
     (``[daq.tiff]``) and arrays of tables (``[[loop.rules]]``) follow their own dataclass.
     Keys ``cls`` does not know are left for :func:`settings_from_table` to report.
+    ``os_name`` (``"nt"``, ``"posix"``; default this OS) picks the path rules, for tests.
     """
     base = Path(config_path).resolve().parent
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -160,14 +165,14 @@ def resolve_paths(cls: type, table: dict[str, Any], config_path: str | Path) -> 
         if f is None:
             continue
         if f.metadata.get("path"):
-            out[key] = _resolve_path(value, base)
+            out[key] = _resolve_path(value, base, os_name)
             continue
         sub = _nested_dataclass(hints[key])
         if sub is not None and isinstance(value, dict):
-            out[key] = resolve_paths(sub, value, config_path)
+            out[key] = resolve_paths(sub, value, config_path, os_name=os_name)
         elif sub is not None and isinstance(value, list):
-            out[key] = [resolve_paths(sub, v, config_path) if isinstance(v, dict) else v
-                        for v in value]
+            out[key] = [resolve_paths(sub, v, config_path, os_name=os_name)
+                        if isinstance(v, dict) else v for v in value]
     return out
 
 

@@ -116,6 +116,11 @@ TOPICS: dict[type, tuple[str, str]] = {
 }
 
 
+def topics_of(*event_types: type) -> tuple[str, ...]:
+    """The topics these event types go out on (what a publisher of them serves)."""
+    return tuple(TOPICS[t][0] for t in event_types)
+
+
 class EventMetaError(HeaderError):
     """A message's meta fields do not hold what its kind needs."""
 

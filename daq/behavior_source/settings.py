@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
+from cortexcast.daq.udp_listener import LOOPBACK_SENDERS, parse_senders
+
 #: The model's eye channels, in the order an LSL stream carries them by default.
 EYE_CHANNELS = ("pupil", "pupil_x", "pupil_y")
 
@@ -20,12 +22,20 @@ class BehaviorSettings:
     """How the eye tracker sends: UDP JSON datagrams, or an LSL stream (docs/rig.md)."""
     listen: str = "127.0.0.1:5558"
     """UDP host:port to receive datagrams on (mode "udp"; "0.0.0.0:5558" for another PC)."""
+    allowed_senders: tuple[str, ...] = LOOPBACK_SENDERS
+    """IP addresses or networks whose datagrams are read (mode "udp"); others are dropped,
+    counted and logged once a minute. Default: this computer only; add the eye tracker's
+    address (e.g. "10.0.0.5" or "10.0.0.0/24"), or "*" for any sender."""
     lsl_name: str = "cortexcast-eye"
     """LSL stream name to resolve (mode "lsl"; "" = any name)."""
     lsl_type: str = ""
     """LSL stream type to resolve, e.g. "Gaze" ("" = any type)."""
     lsl_source_id: str = ""
     """LSL source_id to resolve ("" = any); streams with a source_id reconnect by themselves."""
+    lsl_hosts: tuple[str, ...] = ()
+    """Host names (as LSL reports them) the stream may come from, e.g. ["eye-pc"]; a stream
+    of the right name from any other computer is then ignored ("" = any host: LSL has no
+    authentication, so set this on a shared network)."""
     resolve_timeout_s: float = 2.0
     """How long starting waits for the LSL stream; without it the daq starts anyway
     (behaviour stale) and keeps looking."""
@@ -49,6 +59,9 @@ class BehaviorSettings:
             host, _, port = self.listen.rpartition(":")
             if not host or not port.isdigit() or not 0 <= int(port) < 65536:
                 raise ValueError(f"listen must be 'host:port', got {self.listen!r}")
+        parse_senders(self.allowed_senders, "allowed_senders")
+        if any(not h or "'" in h for h in self.lsl_hosts):
+            raise ValueError(f"lsl_hosts: bad host name in {list(self.lsl_hosts)}")
         if self.mode == "lsl" and not (self.lsl_name or self.lsl_type or self.lsl_source_id):
             raise ValueError("mode = 'lsl' needs lsl_name, lsl_type or lsl_source_id to find "
                              "the eye tracker's stream")
@@ -76,9 +89,12 @@ class BehaviorSettings:
 
     def lsl_predicate(self) -> str:
         """The LSL resolve predicate of lsl_name / lsl_type / lsl_source_id (those set)."""
-        return " and ".join(f"{key}='{value}'" for key, value in (
+        terms = [f"{key}='{value}'" for key, value in (
             ("name", self.lsl_name), ("type", self.lsl_type),
-            ("source_id", self.lsl_source_id)) if value)
+            ("source_id", self.lsl_source_id)) if value]
+        if self.lsl_hosts:  # LSL itself admits only streams from these hosts
+            terms.append("(" + " or ".join(f"hostname='{h}'" for h in self.lsl_hosts) + ")")
+        return " and ".join(terms)
 
     def channel_map(self) -> dict[str, Selector]:
         """Model channel -> selector, with this mode's defaults when ``channels`` is empty."""

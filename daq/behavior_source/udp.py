@@ -18,7 +18,7 @@ from typing import Any
 
 from cortexcast.daq.behavior_source.alignment import BehaviorFeed, SenderClock
 from cortexcast.daq.behavior_source.settings import BehaviorSettings
-from cortexcast.daq.udp_listener import UdpListener
+from cortexcast.daq.udp_listener import UdpListener, parse_senders
 
 
 class DatagramError(ValueError):
@@ -49,12 +49,16 @@ class UdpBehaviorSource(BehaviorFeed):
     def status(self) -> dict[str, Any]:
         out = super().status()
         out["behavior_clock_offset_s"] = self.clock.offset
+        out["behavior_refused"] = self._listener.refused if self._listener is not None else 0
         return out
 
     def __enter__(self) -> UdpBehaviorSource:
         self._closed = False
-        self._listener = UdpListener(self.s.listen, self.s.poll_s, what="behaviour source",
-                                     setting="[daq.behavior] listen")
+        self._listener = UdpListener(
+            self.s.listen, self.s.poll_s, what="behaviour source",
+            setting="[daq.behavior] listen",
+            allowed=parse_senders(self.s.allowed_senders, "allowed_senders"),
+            allowed_setting="[daq.behavior] allowed_senders")
         return self
 
     def close(self) -> None:

@@ -9,10 +9,19 @@ with several saved channels each frame is one page per channel, in the order of
 the next file once it exists and the current one is finished, and publishes the
 configured channel with ScanImage's frame number and timestamp. A number seen
 twice is not published again; a jump is logged loudly and counted.
+
+Each file's ScanImage header (:class:`~cortexcast.daq.scanimage.header.ScanImageHeader`) is
+read when its first page is: the configured channel must be saved, the pages must have the
+header's size, and mROI pages / FastZ volumes become one frame each
+(:class:`~cortexcast.daq.scanimage.layout.FrameLayout`, ``plane`` / ``mroi_roi``). The
+frame that ScanImage marks as the end of the acquisition mode (``endOfAcquisitionMode = 1``;
+``endOfAcquisition = 1`` where there is no mode flag) ends the follower cleanly
+(``stop_at_end``), and every frame carries the acquisition's start (``epoch``) in its meta.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -25,7 +34,9 @@ from typing import Iterator, Literal
 from cortexcast.core.config import path_field
 from cortexcast.daq.scanimage.frames import (FrameFormatError, FrameNumbers, FrameSourceSettings,
                                   IdleClock, to_uint16)
-from cortexcast.daq.scanimage.tiff_reader import GrowingTiff
+from cortexcast.daq.scanimage.header import HeaderError, ScanImageHeader, epoch_unix, parse_epoch
+from cortexcast.daq.scanimage.layout import FrameLayout
+from cortexcast.daq.scanimage.tiff_reader import GrowingTiff, Page
 from cortexcast.core.events import ImagingFrame
 from cortexcast.daq.source import AcquisitionError, AcquisitionSource
 
@@ -52,10 +63,21 @@ class TiffSettings(FrameSourceSettings):
     """A file whose last page stays incomplete this long after the next file appeared is
     truncated: the incomplete page is skipped (logged, counted) and the next file read."""
 
+    plane: int = 0
+    """Volumes (FastZ, numSlices > 1): 0 = all planes side by side in one frame per volume,
+    k = plane k only (1-based)."""
+    mroi_roi: int = 0
+    """mROI: 0 = all ROI strips side by side (fly-to lines dropped), k = ROI k only."""
+    stop_at_end: bool = True
+    """End when ScanImage marks the last frame of the acquisition mode (GRAB: its last
+    frame; LOOP: the loop's last); False: wait for the next acquisition's files."""
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.poll_s > 0 or self.settle_s < 0:
             raise ValueError("poll_s must be > 0 and settle_s >= 0")
+        if self.plane < 0 or self.mroi_roi < 0:
+            raise ValueError("plane and mroi_roi must be >= 0 (0 = all)")
 
 
 def parse_description(text: str) -> dict[str, str]:
@@ -119,6 +141,10 @@ class TiffFollower(AcquisitionSource):
         self._last_number: int | None = None
         self._position = 0
         self._first_error = ""
+        self.header: ScanImageHeader | None = None
+        self._layout: FrameLayout | None = None
+        self._ended = False  # the end-of-acquisition frame was read
+        self.epoch: str | None = None
 
     def __enter__(self) -> TiffFollower:
         if not self.settings.folder or not self.folder.is_dir():
@@ -129,6 +155,7 @@ class TiffFollower(AcquisitionSource):
             if self.settings.start == "latest" and existing:
                 self._ignore.discard(existing[-1][0])
                 self._skip_to_end()
+                self._ended = False  # an acquisition that ended before we came: wait
         self._closed = False
         return self
 
@@ -145,11 +172,14 @@ class TiffFollower(AcquisitionSource):
         log.info("%s: %s, bad pages: %s, frame numbers: %s", self.what, self.counts,
                  dict(self.bad) or "none", self.numbers.counts)
 
-    def status(self) -> dict[str, int]:
-        """Counters for the daq's heartbeat and stats file."""
+    def status(self) -> dict[str, int | str]:
+        """Counters for the daq's heartbeat and stats file, and the acquisition's start
+        (``si_epoch``, ISO, ScanImage PC local time; "" until a frame was read)."""
         return {"si_files": self.counts["files"], "si_pages": self.counts["pages"],
                 "si_truncated_files": self.counts["truncated_files"],
-                "si_bad_pages": sum(self.bad.values()), **self.numbers.status("si")}
+                "si_bad_pages": sum(self.bad.values()),
+                "si_dropped_volumes": self._layout.dropped_volumes if self._layout else 0,
+                "si_epoch": self.epoch or "", **self.numbers.status("si")}
 
     def events(self) -> Iterator[ImagingFrame]:
         idle = IdleClock(self.what, self.settings.timeout_s, self.settings.end_after_idle_s)
@@ -166,6 +196,10 @@ class TiffFollower(AcquisitionSource):
                 got = True
                 idle.frame()
                 yield frame
+            if self._ended:
+                log.info("%s: ScanImage marked the end of the acquisition in %s: source ends",
+                         self.what, self._file.path.name if self._file else "the last file")
+                return
             if got or self._file is None:  # more may be there; or the file was skipped
                 stalled = None
                 continue
@@ -251,7 +285,7 @@ class TiffFollower(AcquisitionSource):
         for page in pages:
             self.counts["pages"] += 1
             if page.index == 0:
-                self._check_channels(saved_channels(page.software))
+                self._read_header(f.path, page)
             try:
                 number, t = frame_info(page.description)
             except FrameFormatError as exc:
@@ -261,12 +295,67 @@ class TiffFollower(AcquisitionSource):
             self._last_number = number
             if self._position != self.settings.channel - 1:
                 continue
-            index = self.numbers.accept(number)
-            if index is None:
-                continue
-            yield ImagingFrame(index, t, to_uint16(page.pixels, self.settings.int16),
-                               {"t_mono_ns": time.monotonic_ns(), "scanimage_frame": number,
-                                "file": f.path.name})
+            info = parse_description(page.description)
+            end = info.get("endOfAcquisitionMode", info.get("endOfAcquisition", "0"))
+            if self.settings.stop_at_end and end.strip() == "1":
+                self._ended = True  # this is the last page needed; it ends the source
+            frame = self._frame(number, t, page, f.path.name, info)
+            if frame is not None:
+                yield frame
+
+    def _frame(self, number: int, t: float, page: Page, file: str,
+               info: dict[str, str]) -> ImagingFrame | None:
+        """The page through the header's layout (mROI strips, volumes) to a frame."""
+        assert self._layout is not None
+        try:
+            out = self._layout.feed(number, t, page.pixels)
+        except FrameFormatError as exc:
+            self._count_bad(exc)
+            return None
+        if out is None:
+            return None
+        volume, t, pixels = out
+        index = self.numbers.accept(volume)
+        if index is None:
+            return None
+        meta = {"t_mono_ns": time.monotonic_ns(), "scanimage_frame": number, "file": file}
+        if self._layout.header.volumetric:
+            meta["scanimage_volume"] = volume
+        epoch = parse_epoch(f"epoch = {info['epoch']}") if "epoch" in info else None
+        if epoch is not None:
+            self.epoch = epoch
+            meta["epoch"] = epoch
+            meta["epoch_unix"] = epoch_unix(epoch)
+        return ImagingFrame(index, t, to_uint16(pixels, self.settings.int16), meta)
+
+    def _read_header(self, path: Path, page: Page) -> None:
+        """The header of a new file: checked, and the layout rebuilt when it changed."""
+        try:
+            header = ScanImageHeader.from_tiff(path, description=page.description)
+        except HeaderError as exc:
+            if "SI." not in page.software:
+                raise
+            try:  # no static block (an older writer): the page's Software tag
+                header = ScanImageHeader.from_text(page.software, source=str(path),
+                                                   description=page.description)
+            except HeaderError:
+                raise exc from None
+        self._check_channels(list(header.channels_saved))
+        old = self._layout
+        if old is not None and old.header == dataclasses.replace(
+                header, source=old.header.source, epoch=old.header.epoch):
+            return  # same settings: keep the layout (a volume may span two files)
+        layout = FrameLayout(header, plane=self.settings.plane, mroi_roi=self.settings.mroi_roi,
+                             first=self.settings.first_frame_number)
+        if old is not None and old.frame_shape != layout.frame_shape:
+            raise HeaderError(f"{self.what}: {path.name} holds {layout.frame_shape[0]}x"
+                              f"{layout.frame_shape[1]} frames ({header.describe()}), the "
+                              f"acquisition before {old.frame_shape[0]}x{old.frame_shape[1]}: "
+                              "the decoder's ROI set fits one size only; restart the stack "
+                              "with the ROI set for the new settings")
+        if old is None:
+            log.info("%s: ScanImage header: %s", self.what, header.describe())
+        self.header, self._layout = header, layout
 
     def _check_channels(self, channels: list[int] | None) -> None:
         if channels is not None and self.settings.channel > len(channels):

@@ -6,6 +6,12 @@ timestamp. The SUB socket connects when :meth:`events` starts — after the daq'
 own subscribers are ready — and ZeroMQ reconnects by itself when ScanImage
 restarts its publisher (it does at every acquisition). A message that does not
 parse is counted by fault, logged once per fault, and skipped.
+
+The stream carries no ScanImage header; ``header`` points at one (a TIFF ScanImage wrote
+with the same settings, e.g. the first file of the acquisition, or a text file of its
+``SI.* = value`` lines). With it the source checks the channel and the frame size and
+builds mROI / volume frames like the TIFF follower (``plane``, ``mroi_roi``); the bridge
+uses it to refuse what it cannot send (it sends the first ROI of the first plane).
 """
 
 from __future__ import annotations
@@ -18,8 +24,11 @@ from typing import Callable, Iterator
 
 import zmq
 
+from cortexcast.core.config import path_field
 from cortexcast.daq.scanimage.frames import (FrameFormatError, FrameNumbers, FrameSourceSettings,
                                   IdleClock, to_uint16)
+from cortexcast.daq.scanimage.header import HeaderError, ScanImageHeader
+from cortexcast.daq.scanimage.layout import FrameLayout
 from cortexcast.daq.scanimage.messages import ParsedFrame, parse_bridge_message, parse_scanimage_message
 from cortexcast.core.events import ImagingFrame
 from cortexcast.daq.source import AcquisitionError, AcquisitionSource
@@ -35,10 +44,19 @@ class ScanImageStreamSettings(FrameSourceSettings):
     """ScanImage's publisher: tcp://<ScanImage PC>:<port of hSI.hScan2D.hAcq.ZMQAddress>."""
     hwm: int = 1000
     """Frames queued in the receive socket before ZeroMQ drops (about 30 s at 30 Hz)."""
+    header: str = path_field("")
+    """A ScanImage TIFF of this acquisition's settings, or a text file of its ``SI.*``
+    lines: checked against the messages and the decoder; "" = none (mROI/volumes unknown)."""
+    plane: int = 0
+    """Volumes (needs ``header``): 0 = all planes side by side, k = plane k only."""
+    mroi_roi: int = 0
+    """mROI (needs ``header``): 0 = all ROI strips side by side, k = ROI k only."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_endpoint(self.endpoint, self.hwm)
+        if self.plane < 0 or self.mroi_roi < 0:
+            raise ValueError("plane and mroi_roi must be >= 0 (0 = all)")
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,9 @@ class BridgeSettings(FrameSourceSettings):
     endpoint: str = "tcp://127.0.0.1:5560"
     """Where the MATLAB user function publishes: tcp://<ScanImage PC>:<its port>."""
     hwm: int = 1000
+    header: str = path_field("")
+    """A ScanImage TIFF or ``SI.*`` text file of this acquisition's settings: mROI and
+    volumes (which the bridge cannot send whole) are refused up front; "" = none."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -75,11 +96,38 @@ class ZmqFrameSource(AcquisitionSource):
         self._ctx: zmq.Context | None = None
         self._sock: zmq.Socket | None = None
         self._closed = False
+        self.header: ScanImageHeader | None = None
+        self._layout: FrameLayout | None = None
 
     def __enter__(self) -> ZmqFrameSource:
+        self._load_header()
         self._ctx = zmq.Context()
         self._closed = False
         return self
+
+    def _load_header(self) -> None:
+        path = getattr(self.settings, "header", "")
+        if not path or self.header is not None:
+            return
+        header = ScanImageHeader.from_file(path)
+        if isinstance(self.settings, BridgeSettings):
+            if header.mroi or header.volumetric:
+                raise HeaderError(f"{path}: {header.describe()}: the MATLAB bridge sends the "
+                                  "first ROI of the first plane only; use source = 'tiff' "
+                                  "(plane / mroi_roi) or the Premium stream, or acquire a "
+                                  "single plane without mROI")
+            self.header = header
+            return
+        if self.settings.channel > len(header.channels_saved):
+            raise HeaderError(f"{self.what}: channel {self.settings.channel} requested "
+                              f"([daq.scanimage] channel) but ScanImage saves "
+                              f"{list(header.channels_saved)} ({path})")
+        self.header = header
+        self._layout = FrameLayout(header, plane=self.settings.plane,  # type: ignore[union-attr]
+                                   mroi_roi=self.settings.mroi_roi,  # type: ignore[union-attr]
+                                   first=self.settings.first_frame_number,
+                                   table="[daq.scanimage]")
+        log.info("%s: ScanImage header from %s: %s", self.what, path, header.describe())
 
     def stop(self) -> None:
         """Make :meth:`events` return within one poll; safe from any thread (touches no
@@ -98,10 +146,17 @@ class ZmqFrameSource(AcquisitionSource):
             log.info("%s: %d messages, bad: %s, frame numbers: %s", self.what, self.received,
                      dict(self.bad) or "none", self.numbers.counts)
 
-    def status(self) -> dict[str, int]:
-        """Counters for the daq's heartbeat and stats file."""
-        return {"si_messages": self.received, "si_bad_messages": sum(self.bad.values()),
-                **self.numbers.status("si")}
+    def status(self) -> dict[str, int | str]:
+        """Counters for the daq's heartbeat and stats file (``si_header_epoch``: the start
+        of the acquisition the ``header`` file comes from, "" without one)."""
+        out: dict[str, int | str] = {"si_messages": self.received,
+                                     "si_bad_messages": sum(self.bad.values()),
+                                     **self.numbers.status("si")}
+        if self.header is not None:
+            out["si_header_epoch"] = self.header.epoch or ""
+        if self._layout is not None:
+            out["si_dropped_volumes"] = self._layout.dropped_volumes
+        return out
 
     def _connect(self) -> zmq.Socket:
         if self._ctx is None:
@@ -149,6 +204,12 @@ class ZmqFrameSource(AcquisitionSource):
         data = parts[0].buffer if len(parts) == 1 else memoryview(b"".join(p.bytes for p in parts))
         try:
             parsed = self._parse(data)
+            number, t, pixels = parsed.number, parsed.t, parsed.pixels
+            if self._layout is not None:
+                out = self._layout.feed(number, t, pixels)
+                if out is None:
+                    return None
+                number, t, pixels = out
         except FrameFormatError as exc:
             kind = exc.kind
             if not self.bad:
@@ -158,12 +219,13 @@ class ZmqFrameSource(AcquisitionSource):
                           "counted, not logged)", self.what, exc)
             self.bad[kind] += 1
             return None
-        index = self.numbers.accept(parsed.number)
+        index = self.numbers.accept(number)
         if index is None:
             return None
-        return ImagingFrame(index, parsed.t, to_uint16(parsed.pixels, self.settings.int16),
-                            {"t_mono_ns": now_ns, "scanimage_frame": parsed.number,
-                             "channel": parsed.channel})
+        meta = {"t_mono_ns": now_ns, "scanimage_frame": parsed.number, "channel": parsed.channel}
+        if self._layout is not None and self._layout.header.volumetric:
+            meta["scanimage_volume"] = number
+        return ImagingFrame(index, t, to_uint16(pixels, self.settings.int16), meta)
 
 
 def scanimage_stream_source(settings: ScanImageStreamSettings) -> ZmqFrameSource:

@@ -34,8 +34,10 @@ class BehaviorModel:
 
     def __init__(self, meta: MouseMeta, dt: float, rng: np.random.Generator,
                  tracking_noise: float = 0.0,
-                 tracking_rng: np.random.Generator | None = None) -> None:
+                 tracking_rng: np.random.Generator | None = None,
+                 tracking_offset: float = 0.0) -> None:
         self.dt = dt
+        self.tracking_offset = tracking_offset
         self.rng = rng
         self.tracking_noise = tracking_noise
         # its own generator: the noise of the eye camera does not change the mouse's behaviour
@@ -83,9 +85,9 @@ class BehaviorModel:
             self.eye = np.clip(self.eye + rng.normal(0.0, 0.8, 2), -3, 3)
         self.eye = np.asarray(self._ou(self.eye, 3.0, 0.3))
         self.latent = np.asarray(self._ou(self.latent, 2.0, 1.0))
-        seen = self.eye
+        seen = self.eye + self.tracking_offset
         if self.tracking_noise > 0:
-            seen = self.eye + self.tracking_noise * self.tracking_rng.normal(size=2)
+            seen = seen + self.tracking_noise * self.tracking_rng.normal(size=2)
         return BehaviorSample(
             running=float(self.speed),
             pupil=float(max(self.pupil_mean + self.pupil_std * self.pupil_z, 1.0)),

@@ -51,16 +51,19 @@ class FilterBank:
     have none).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, scale: float = 1.0) -> None:
+        """``scale`` multiplies every wavelength and sigma (receptive-field size)."""
         h, w = STIM_SHAPE
         kernels, self.gabor_index = [], {}
-        radius = int(np.ceil(2.5 * 0.4 * max(WAVELENGTHS_PX)))
+        wavelengths = tuple(scale * lam for lam in WAVELENGTHS_PX)
+        dog_sigmas = tuple(scale * sc for sc in DOG_SIGMAS_PX)
+        radius = int(np.ceil(2.5 * 0.4 * max(wavelengths)))
         size = 2 * radius + 1
         y, x = np.mgrid[-radius:radius + 1, -radius:radius + 1].astype(np.float64)
         for o in range(ORIENTATIONS):
             th = np.pi * o / ORIENTATIONS
             xr = x * np.cos(th) + y * np.sin(th)
-            for f, lam in enumerate(WAVELENGTHS_PX):
+            for f, lam in enumerate(wavelengths):
                 sig = 0.4 * lam
                 env = np.exp(-(x * x + y * y) / (2 * sig * sig))
                 even = env * np.cos(2 * np.pi * xr / lam)
@@ -69,7 +72,7 @@ class FilterBank:
                 self.gabor_index[(o, f)] = len(kernels)
                 kernels += [even, odd]
         self.dog_index = {}
-        for d, sc in enumerate(DOG_SIGMAS_PX):
+        for d, sc in enumerate(dog_sigmas):
             r2 = x * x + y * y
             centre = np.exp(-r2 / (2 * sc * sc))
             surround = np.exp(-r2 / (2 * (3 * sc) ** 2))
@@ -78,8 +81,8 @@ class FilterBank:
         self.n_maps = len(kernels)
         self.zero_map = self.n_maps
         self.rf_sigma = np.array([0.4 * lam for _ in range(ORIENTATIONS)
-                                  for lam in WAVELENGTHS_PX for _ in range(2)]
-                                 + [3 * s * 0.6 for s in DOG_SIGMAS_PX] + [0.0])
+                                  for lam in wavelengths for _ in range(2)]
+                                 + [3 * s * 0.6 for s in dog_sigmas] + [0.0])
         k = np.stack([kk / np.linalg.norm(kk) for kk in kernels])
         # big enough that the circular correlation never wraps into the frame
         self._shape = (sfft.next_fast_len(h + size - 1, real=True),

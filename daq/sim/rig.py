@@ -119,7 +119,7 @@ class SimulatedRig(AcquisitionSource):
         self.layout: Layout = build_layout(self.meta, s.n_neurons,
                                            (s.frame_height, s.frame_width),
                                            s.soma_diameter_um, _rng(*animal, _LAYOUT))
-        self.bank = FilterBank()
+        self.bank = FilterBank(s.rf_scale)
         src = self.layout.source_index
         rf_yx = retinotopy(self.layout.coords_um, self.meta.coords, _rng(*animal, _RF))
         pop = make_population(
@@ -238,16 +238,33 @@ class SimulatedRig(AcquisitionSource):
     def retina(self, pixels: np.ndarray, eye: np.ndarray) -> np.ndarray:
         """The image on the retina: the screen seen from eye position ``eye`` (x, y, eye-std
         units): retina(r, c) = screen(r + gaze_y, c + gaze_x), gaze = eye_shift_px × eye;
-        beyond the screen's edge, the mean grey (bilinear, sub-pixel)."""
-        gx, gy = self.settings.eye_shift_px * np.asarray(eye, np.float64)
-        return ndimage.shift(np.asarray(pixels, np.float32), (-gy, -gx), order=1,
-                             mode="constant", cval=float(self.meta.video_mean))
+        beyond the screen's edge, the mean grey (bilinear, sub-pixel). With
+        ``eye_rotation_deg`` the image also turns about the screen centre by that many
+        degrees per unit of vertical eye position, and ``retina_blur_px`` blurs it."""
+        s = self.settings
+        gx, gy = s.eye_shift_px * np.asarray(eye, np.float64)
+        img = np.asarray(pixels, np.float32)
+        grey = float(self.meta.video_mean)
+        if s.eye_rotation_deg > 0:
+            th = np.deg2rad(s.eye_rotation_deg * float(eye[1]))
+            rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+            centre = (np.array(img.shape, np.float64) - 1) / 2
+            # output (r, c) samples the screen at rot @ ((r, c) - centre) + centre + gaze
+            offset = centre + np.array([gy, gx]) - rot @ centre
+            out = ndimage.affine_transform(img, rot, offset=offset, order=1, mode="constant",
+                                           cval=grey)
+        else:
+            out = ndimage.shift(img, (-gy, -gx), order=1, mode="constant", cval=grey)
+        if s.retina_blur_px > 0:
+            out = ndimage.gaussian_filter(out, s.retina_blur_px, mode="nearest")
+        return out
 
     def _events(self, announcer: RigAnnouncer | None) -> Iterator[Event]:
         s = self.settings
         key = (s.session_seed, s.seed, s.mouse_index)
         behavior = BehaviorModel(self.meta, self.dt, _rng(*key, _BEHAVIOR),
-                                 s.eye_tracking_noise, _rng(*key, _TRACKING))
+                                 s.eye_tracking_noise, _rng(*key, _TRACKING),
+                                 s.eye_tracking_offset)
         spikes_rng = _rng(*key, _SPIKES)
         pd_rng = _rng(*key, _PHOTODIODE)
         state = NeuralState(self.population, self.latency_frames)
@@ -261,7 +278,7 @@ class SimulatedRig(AcquisitionSource):
         rise = 1.0 - math.exp(-sub_dt / s.calcium_rise_s)
         k_pd = s.photodiode_samples
         pd_phase = (np.arange(k_pd) + 0.5) / k_pd * self.dt
-        moving_eye = s.eye_shift_px > 0
+        moving_eye = s.eye_shift_px > 0 or s.eye_rotation_deg > 0 or s.retina_blur_px > 0
         drive = self._gray
         screen = np.full(STIM_SHAPE, round(self.meta.video_mean), np.float32)
         fetched: dict[int, tuple[np.ndarray, str, int]] = {}  # read ahead for the neurons

@@ -138,6 +138,17 @@ class SimSettings:
     eye_tracking_noise: float = 0.0
     """Noise of the reported pupil centre (eye std units, 0..2); the report is otherwise an
     exact linear function of the eye position."""
+    eye_tracking_offset: float = 0.0
+    """Constant offset of the reported pupil centre (eye std units, -2..2, both axes): the
+    tracker's centre is not the optical axis."""
+    eye_rotation_deg: float = 0.0
+    """Retinal image rotation (degrees, 0..30) per unit of vertical eye position (torsion
+    that goes with gaze); 0: the eye does not rotate the image."""
+    retina_blur_px: float = 0.0
+    """Gaussian blur of the retinal image (stimulus px, 0..5: optics, defocus); 0: sharp."""
+    rf_scale: float = 1.0
+    """Size of every receptive field (Gabor wavelength and envelope, centre-surround
+    sigmas) relative to the original simulator (0.5..2)."""
 
     # -- stimulus screen -------------------------------------------------------------------------
     stim_rate_hz: float = 30.0
@@ -203,6 +214,10 @@ class SimSettings:
         _check_range("pupil_gain", self.pupil_gain, -1.0, 3.0)
         _check_range("eye_shift_px", self.eye_shift_px, 0.0, 10.0)
         _check_range("eye_tracking_noise", self.eye_tracking_noise, 0.0, 2.0)
+        _check_range("eye_tracking_offset", self.eye_tracking_offset, -2.0, 2.0)
+        _check_range("eye_rotation_deg", self.eye_rotation_deg, 0.0, 30.0)
+        _check_range("retina_blur_px", self.retina_blur_px, 0.0, 5.0)
+        _check_range("rf_scale", self.rf_scale, 0.5, 2.0)
         _check_range("monitor_delay_s", self.monitor_delay_s, 0.0, 0.1)
         _check_range("photodiode_samples", self.photodiode_samples, 1, 1000)
         _check_range("photodiode_noise_v", self.photodiode_noise_v, 0.0, 1.0)

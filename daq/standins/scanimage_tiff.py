@@ -7,7 +7,10 @@ non-varying ``SI.*`` data, ROI-group JSON), then per frame one uncompressed int1
 page per saved channel whose ImageDescription holds the frame-varying data
 (``frameNumbers = ...``, ``frameTimestamps_sec = ...``, ...), the Software tag the
 ``SI.*`` data and the Artist tag the ROI JSON. tifffile recognises the result as a
-ScanImage file (``TiffFile.is_scanimage``, ``scanimage_metadata``).
+ScanImage file (``TiffFile.is_scanimage``, ``scanimage_metadata``). The header carries what
+cortexcast checks (linesPerFrame, pixelsPerLine, scanFrameRate, channelSave, channelsDataType,
+mroiEnable, FastZ/stack settings) and the last frame ``endOfAcquisition = 1``; ``--mroi`` and
+``--slices`` write mROI pages (strips, fly-to lines) and FastZ volumes.
 """
 
 from __future__ import annotations
@@ -35,39 +38,68 @@ class ScanImageTiffWriter:
 
     def __init__(self, folder: str | Path, stem: str = "file", acquisition: int = 1,
                  frames_per_file: int = 1000, channels: tuple[int, ...] = (1,),
-                 frame_rate_hz: float = 30.0) -> None:
-        if frames_per_file < 1:
-            raise ValueError("frames_per_file must be >= 1")
+                 frame_rate_hz: float = 30.0, *, mroi: int = 0, flyto_lines: int = 0,
+                 n_slices: int = 1, flyback_frames: int = 0, frames_per_slice: int = 1,
+                 extra: dict[str, str] | None = None) -> None:
+        """``mroi`` > 0: :meth:`write_image` writes each image as that many mROI strips
+        (ROI group JSON, ``mroiEnable = true``) stacked with ``flyto_lines`` between them;
+        ``n_slices`` > 1: as a FastZ volume of that many planes plus ``flyback_frames``.
+        ``extra``: ``SI.*`` lines to add or override (key without ``SI.``, value as MATLAB)."""
+        if frames_per_file < 1 or mroi < 0 or flyto_lines < 0 or n_slices < 1:
+            raise ValueError("frames_per_file, n_slices >= 1; mroi, flyto_lines >= 0")
         self.folder, self.stem, self.acq = Path(folder), stem, acquisition
         self.frames_per_file, self.channels, self.rate = frames_per_file, channels, frame_rate_hz
+        self.mroi, self.flyto, self.slices = mroi, flyto_lines, n_slices
+        self.flyback, self.frames_per_slice, self.extra = flyback_frames, frames_per_slice, extra
         self.folder.mkdir(parents=True, exist_ok=True)
         self._tw: tifffile.TiffWriter | None = None
         self._file_counter = 0
         self._in_file = 0
         self._epoch = time.localtime()
+        self._strips: list[tuple[int, int]] = []
         self.paths: list[Path] = []
 
     def _static(self, shape: tuple[int, int]) -> str:
         chans = "[" + ";".join(str(c) for c in self.channels) + "]"
-        return "\n".join([
-            "SI.LINE_FORMAT_VERSION = 1", "SI.PREMIUM = true",
-            f"SI.TIFF_FORMAT_VERSION = {SI_VERSION}",
-            "SI.VERSION_MAJOR = 2023", "SI.VERSION_MINOR = 1", "SI.acqState = 'grab'",
-            f"SI.hChannels.channelSave = {chans}", f"SI.hChannels.channelsActive = {chans}",
-            f"SI.hRoiManager.linesPerFrame = {shape[0]}",
-            f"SI.hRoiManager.pixelsPerLine = {shape[1]}",
-            f"SI.hRoiManager.scanFrameRate = {self.rate:g}",
-            f"SI.hScan2D.logFileStem = '{self.stem}'",
-            f"SI.hScan2D.logFramesPerFile = {self.frames_per_file}",
-            "SI.hScan2D.logFramesPerFileLock = true"])
+        lines, pixels = self._strips[0] if self._strips else shape
+        volume = self.slices > 1
+        fields = {
+            "LINE_FORMAT_VERSION": "1", "PREMIUM": "true",
+            "TIFF_FORMAT_VERSION": str(SI_VERSION),
+            "VERSION_MAJOR": "2023", "VERSION_MINOR": "1", "acqState": "'grab'",
+            "hChannels.channelSave": chans, "hChannels.channelsActive": chans,
+            "hFastZ.enable": str(volume).lower(),
+            "hFastZ.numDiscardFlybackFrames": str(self.flyback),
+            "hRoiManager.linesPerFrame": str(lines),
+            "hRoiManager.mroiEnable": str(bool(self.mroi)).lower(),
+            "hRoiManager.pixelsPerLine": str(pixels),
+            "hRoiManager.scanFrameRate": f"{self.rate:g}",
+            "hRoiManager.scanVolumeRate":
+                f"{self.rate / (self.slices + self.flyback) if volume else self.rate:g}",
+            "hScan2D.channelsDataType": "'int16'",
+            "hScan2D.logFileStem": f"'{self.stem}'",
+            "hScan2D.logFramesPerFile": str(self.frames_per_file),
+            "hScan2D.logFramesPerFileLock": "true",
+            "hStackManager.enable": str(volume).lower(),
+            "hStackManager.framesPerSlice": str(self.frames_per_slice),
+            "hStackManager.numSlices": str(self.slices),
+            **(self.extra or {})}
+        return "\n".join(f"SI.{k} = {v}" for k, v in fields.items())
+
+    def _roi_json(self) -> str:
+        rois = [{"ver": 1, "name": f"ROI {k + 1}", "discretePlaneMode": 0,
+                 "scanfields": {"pixelResolutionXY": [px, lines],
+                                "centerXY": [k, 0], "sizeXY": [1, 1]}}
+                for k, (lines, px) in enumerate(self._strips)]
+        return json.dumps({"RoiGroups": {"imagingRoiGroup": {
+            "ver": 1, "name": "Default", "rois": rois if rois else {}}}})
 
     def _open(self, shape: tuple[int, int]) -> None:
         self._file_counter += 1
         path = self.folder / f"{self.stem}_{self.acq:05d}_{self._file_counter:05d}.tif"
         self._tw = tifffile.TiffWriter(path, bigtiff=True, byteorder="<")
         static = self._static(shape).encode() + b"\0"
-        self._roi = json.dumps({"RoiGroups": {"imagingRoiGroup": {"ver": 1, "name": "Default",
-                                                                  "rois": {}}}})
+        self._roi = self._roi_json()
         roi = self._roi.encode() + b"\0"
         self._tw.filehandle.write(struct.pack("<IIII", SI_MAGIC, SI_VERSION, len(static),
                                               len(roi)) + static + roi)
@@ -104,6 +136,38 @@ class ScanImageTiffWriter:
         self._tw.filehandle.flush()
         self._in_file += 1
 
+    def write_image(self, index: int, t: float, channels: np.ndarray, last: bool = False) -> None:
+        """One whole image (C, H, W) int16, the ``index``-th (0-based), written the way this
+        writer's mROI / volume settings make ScanImage write it: cut into ``n_slices``
+        planes side by side, each cut into ``mroi`` strips side by side, stacked with
+        fly-to lines (value -1) between them; then the FastZ flyback frames (zeros). Joining
+        strips and planes side by side again gives back ``channels``."""
+        c, h, w = channels.shape
+        per_plane = w // self.slices
+        n_strips = max(self.mroi, 1)
+        if per_plane * self.slices != w or per_plane % n_strips:
+            raise ValueError(f"width {w} does not split into {self.slices} plane(s) of "
+                             f"{n_strips} strip(s)")
+        self._strips = [(h, per_plane // n_strips)] * self.mroi
+        per_volume = self.slices + (self.flyback if self.slices > 1 else 0)
+        pages = []
+        for p in range(self.slices):
+            plane = channels[:, :, p * per_plane:(p + 1) * per_plane]
+            if self.mroi:
+                sw = per_plane // n_strips
+                gap = np.full((c, self.flyto, sw), -1, np.int16)
+                parts = []
+                for k in range(n_strips):
+                    parts.append(plane[:, :, k * sw:(k + 1) * sw])
+                    if k < n_strips - 1:
+                        parts.append(gap)
+                plane = np.concatenate(parts, axis=1)
+            pages.append(plane)
+        pages += [np.zeros_like(pages[0])] * (per_volume - self.slices)
+        for k, page in enumerate(pages):
+            self.write(index * per_volume + k + 1, t + k / self.rate,
+                       np.ascontiguousarray(page), last and k == len(pages) - 1)
+
     def close(self) -> None:
         if self._tw is not None:
             self._tw.close()
@@ -124,16 +188,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--acquisition", type=int, default=1, help="acquisition number in the names")
     p.add_argument("--frames-per-file", type=int, default=1000,
                    help="frames per file, like hSI.hScan2D.logFramesPerFile (default 1000)")
+    p.add_argument("--scan-rate", type=float, default=30.0,
+                   help="SI.hRoiManager.scanFrameRate written in the header (default 30)")
+    p.add_argument("--mroi", type=int, default=0,
+                   help="write each frame as this many mROI strips (cut side by side)")
+    p.add_argument("--flyto", type=int, default=0, help="fly-to lines between mROI strips")
+    p.add_argument("--slices", type=int, default=1,
+                   help="write each frame as a FastZ volume of this many planes (cut side by side)")
+    p.add_argument("--flyback", type=int, default=0, help="FastZ flyback frames per volume")
     add_source_args(p)
     args = p.parse_args(argv)
     setup("scanimage_tiff")
     n = 0
     writer = ScanImageTiffWriter(args.folder, args.stem, args.acquisition, args.frames_per_file,
-                                 tuple(range(1, args.channels + 1)))
+                                 tuple(range(1, args.channels + 1)), args.scan_rate,
+                                 mroi=args.mroi, flyto_lines=args.flyto, n_slices=args.slices,
+                                 flyback_frames=args.flyback)
+    plain = args.mroi == 0 and args.slices == 1
     try:
         with writer:
             for f in scanimage_frames(args):
-                writer.write(f.number, f.t, f.channels, f.last)
+                if plain:
+                    writer.write(f.number, f.t, f.channels, f.last)
+                else:
+                    writer.write_image(f.number - 1, f.t, f.channels, f.last)
                 n += 1
     except KeyboardInterrupt:
         pass

@@ -43,8 +43,10 @@ def _run(args: argparse.Namespace) -> int:
     settings = loop_settings(args.config, {
         "reconstruction_from": args.reconstruction_from, "publish": args.publish,
         "log": args.log, "duration_s": args.duration, "stats_out": args.stats_out})
+    from cortexcast.stream.pubsub import sockets_for
+
     try:
-        return run_loop(settings)
+        return run_loop(settings, sockets=sockets_for(args.config))
     except RuleError as exc:  # a rule's target/mask file: the user's input
         raise ConfigError(str(exc)) from exc
 

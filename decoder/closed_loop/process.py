@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cortexcast.core.config import path_field
-from cortexcast.core.events import LoopEvent, Reconstruction, from_message
+from cortexcast.core.events import LoopEvent, Reconstruction, from_message, topics_of
 from cortexcast.core.message import Message, MessageError
 from cortexcast.core.runtime import ProcessRun, StopSignals, percentiles_ms
 from cortexcast.decoder.closed_loop.outputs.factory import make_output
@@ -195,7 +195,8 @@ def run_loop(settings: LoopSettings, *, sockets: Sockets = Sockets(),
         rules = [build_rule(r) for r in settings.rules]
         used = {r.output for r in settings.rules}
         firing_log = run.own(FiringLog(settings.log))
-        pub = run.own(sockets.publisher(settings.publish, "loop", what="[loop] publish"))
+        pub = run.own(sockets.publisher(settings.publish, "loop", what="[loop] publish",
+                                        topics=topics_of(LoopEvent)))
 
         def finish(pending: dict[str, Any], t_out: int | None, error: str | None) -> None:
             rec = firing_record(pending, t_out, error)

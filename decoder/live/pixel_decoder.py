@@ -30,6 +30,9 @@ import numpy as np
 
 from cortexcast.core.behavior import BEHAVIOR_KEYS
 from cortexcast.decoder.live.model_card import ModelCard, ModelError, load_card, load_mask
+from cortexcast.decoder.live.onnx_providers import (
+    CUDA, available_providers, missing_provider_message, report_session,
+)
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 BEHAVIOR_INPUT = "behavior"
@@ -79,13 +82,10 @@ class PixelDecoder:
 
         self.model_path = Path(model_path)
         self.card: ModelCard = load_card(self.model_path)
-        available = ort.get_available_providers()
+        available = available_providers(preload=CUDA in providers)
         unknown = [p for p in providers if p not in available]
         if unknown or not providers:
-            raise ModelError(
-                f"onnxruntime provider(s) {unknown or '(none given)'} not available here; "
-                f"available: {', '.join(available)}"
-            )
+            raise ModelError(missing_provider_message(unknown, available))
         if threads < 1:
             raise ModelError(f"threads must be >= 1, got {threads}")
         opts = ort.SessionOptions()
@@ -103,6 +103,7 @@ class PixelDecoder:
                                                 providers=list(providers))
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(f"{self.model_path}: onnxruntime cannot load it: {exc}") from exc
+        self.providers = report_session(self.session, providers, self.model_path.name)
         self.has_behavior = self._check_graph()
         c = self.card
         # Each row is written twice (at i and i + W) so rows i+1 .. i+W are always

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from cortexcast.core.config import path_field
-from cortexcast.core.events import Activity, ImagingFrame, Reconstruction, SyncEvent, from_message
+from cortexcast.core.events import (Activity, ImagingFrame, Reconstruction, SyncEvent,
+                                    from_message, topics_of)
 from cortexcast.core.runtime import ProcessRun, StopSignals
 from cortexcast.decoder.live.extraction import ExtractionSettings
 from cortexcast.decoder.live.features import BadFrameError, FeaturePipeline
@@ -229,7 +230,8 @@ def run_decoder(settings: DecoderSettings, *, sockets: Sockets = Sockets(),
                                 "busy_ms": busy_ns.percentiles_ms()}
         dec = FrameDecoder(settings)
         pub = run.own(sockets.publisher(settings.publish, "decoder", hwm=settings.hwm,
-                                           what="[decoder] publish"))
+                                        what="[decoder] publish", background=True,
+                                        topics=topics_of(Reconstruction, Activity)))
         if settings.wait_for:
             ok = pub.wait_for_subscribers(parse_wait_for(settings.wait_for), settings.wait_timeout_s)
             log.info("downstream %s", "ready" if ok else "NOT ready (timeout), starting anyway")
@@ -243,7 +245,7 @@ def run_decoder(settings: DecoderSettings, *, sockets: Sockets = Sockets(),
             msg = sub.recv(timeout_s=loop.wait_s())
             pub.heartbeat_if_due()
             loop.on_message(msg)
-            pub.status.update(run.counts, drops=sub.stats.as_dict()["total_dropped"])
+            pub.status.update(run.counts, drops=sub.stats.as_dict()["frames_dropped"])
     return 0
 
 

@@ -28,7 +28,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -61,19 +61,31 @@ class ExportError(CortexcastError, ValueError):
 
 
 @dataclass(frozen=True)
-class ExportSettings:
-    """What to export where; the features come from a :class:`DecoderSettings`."""
+class SessionInput:
+    """Where a recorded session's events and frames come from (every export reads these)."""
 
     recording: str = path_field("")
     """The session's recording (.ccr): sync, stimulus identity and (unless TIFFs) frames."""
-    out: str = path_field("")
-    """Dataset folder to write (Sensorium 2023 layout)."""
     tiff_folder: str = path_field("")
     """Frames from ScanImage's TIFFs in this folder instead of the recording."""
     first_frame: int = 0
     """Imaging frame of the first TIFF page (the daq's index of ScanImage's first frame)."""
     tiff_stem: str = ""
     tiff_channel: int = 1
+
+    def open_frames(self) -> SessionFrames:
+        """The session's frames: from the TIFFs when given, else from the recording."""
+        return open_session_frames(self.recording if not self.tiff_folder else None,
+                                   self.tiff_folder or None, first_frame=self.first_frame,
+                                   stem=self.tiff_stem, channel=self.tiff_channel)
+
+
+@dataclass(frozen=True)
+class ExportSettings(SessionInput):
+    """What to export where; the features come from a :class:`DecoderSettings`."""
+
+    out: str = path_field("")
+    """Dataset folder to write (Sensorium 2023 layout)."""
     clips: str = path_field("")
     """The clip set the session showed: tiers from its manifest, missing pixels from it."""
     eval_mask: str = path_field("")
@@ -164,12 +176,6 @@ def _clip_set(settings: ExportSettings) -> Any:
     return load_clip_set(settings.clips)
 
 
-def _open_frames(settings: ExportSettings) -> SessionFrames:
-    return open_session_frames(settings.recording if not settings.tiff_folder else None,
-                               settings.tiff_folder or None, first_frame=settings.first_frame,
-                               stem=settings.tiff_stem, channel=settings.tiff_channel)
-
-
 def _check_inputs(settings: ExportSettings, decoder: DecoderSettings, plan: SessionPlan,
                   frames: SessionFrames, rois: ROISet) -> list[int]:
     """Frame size, imaging rate and TIFF coverage; returns the trials to drop."""
@@ -247,7 +253,7 @@ def export_session(settings: ExportSettings, decoder: DecoderSettings,
         with reader:
             plan = plan_session(reader, inputs.clip_tiers, settings.seed,
                                 settings.oracle_fraction)
-            with _open_frames(settings) as frames:
+            with settings.open_frames() as frames:
                 drop = set(_check_inputs(settings, decoder, plan, frames, inputs.rois))
                 plan.trials = [t for k, t in enumerate(plan.trials) if k not in drop]
                 summary = _write(partial, settings, decoder, inputs, plan, frames, reader,
@@ -295,23 +301,24 @@ def _tier_counts(plan: SessionPlan) -> dict[str, int]:
     return {k: tiers.count(k) for k in ("train", "oracle", "final_test_main") if k in tiers}
 
 
-def _run(plan: SessionPlan, frames: SessionFrames, features: Any, sink: SensoriumSink,
-         videos: TrialVideos, settings: ExportSettings) -> dict[str, Any]:
-    """Pass 2: every frame through the features, trials written as they complete."""
-    def write(pos: int, rows: TrialRows) -> None:
-        trial = plan.trials[pos]
-        sink.trial(pos, trial.tier, videos.video(trial), rows)
+def feature_frames(plan: SessionPlan, frames: SessionFrames, features: Any,
+                   counts: dict[str, Any], prefetch: int = 8, progress: bool = True
+                   ) -> Iterator[tuple[int, np.ndarray | None]]:
+    """The live features of every session frame, in acquisition order: ``(imaging frame,
+    activity)``, activity None for a frame the features reject (as live: no state changes).
 
-    assembler = SessionAssembler([t.start for t in plan.trials],
-                                 [t.length for t in plan.trials], features.n_neurons, write)
-    counts = {"frames": 0, "frames_without_sync": 0, "frames_out_of_order": 0,
-              "frames_before_session": 0, "frames_rejected": 0}
-    first = int(plan.imaging[0])  # frames before the first sync (TIFF pages logged before
-    # the daq started) were never seen live: they do not feed the features either
-    progress = Progress(len(frames), settings.progress, plan.imaging_rate_hz())
+    The one offline path through the :class:`FeaturePipeline` (the dataset export and the NWB
+    export both read it). Frames before the first sync (TIFF pages logged before the daq
+    started: never seen live) and out-of-order frames are skipped; ``counts`` gets
+    ``frames_before_session``, ``frames_out_of_order`` and ``frames_rejected``.
+    """
+    for key in ("frames_before_session", "frames_out_of_order", "frames_rejected"):
+        counts.setdefault(key, 0)
+    first = int(plan.imaging[0])
+    bar = Progress(len(frames), progress, plan.imaging_rate_hz())
     previous = None
-    for index, pixels in read_ahead(frames.iter_frames(), settings.prefetch):
-        progress.step()
+    for index, pixels in read_ahead(frames.iter_frames(), prefetch):
+        bar.step()
         if index < first:
             counts["frames_before_session"] += 1
             continue
@@ -326,6 +333,26 @@ def _run(plan: SessionPlan, frames: SessionFrames, features: Any, sink: Sensoriu
             if counts["frames_rejected"] == 1:
                 log.warning("export: frame %d rejected (%s); its stimulus frames hold the "
                             "previous frame's values, as live", index, exc)
+            yield index, None
+            continue
+        yield index, activity
+    bar.close()
+
+
+def _run(plan: SessionPlan, frames: SessionFrames, features: Any, sink: SensoriumSink,
+         videos: TrialVideos, settings: ExportSettings) -> dict[str, Any]:
+    """Pass 2: every frame through the features, trials written as they complete."""
+    def write(pos: int, rows: TrialRows) -> None:
+        trial = plan.trials[pos]
+        sink.trial(pos, trial.tier, videos.video(trial), rows)
+
+    assembler = SessionAssembler([t.start for t in plan.trials],
+                                 [t.length for t in plan.trials], features.n_neurons, write)
+    counts = {"frames": 0, "frames_without_sync": 0, "frames_out_of_order": 0,
+              "frames_before_session": 0, "frames_rejected": 0}
+    for index, activity in feature_frames(plan, frames, features, counts, settings.prefetch,
+                                          settings.progress):
+        if activity is None:
             continue
         counts["frames"] += 1
         row = plan.sync_row(index)
@@ -335,7 +362,6 @@ def _run(plan: SessionPlan, frames: SessionFrames, features: Any, sink: Sensoriu
         beh = plan.behavior[row]
         assembler.feed(int(plan.stim[row]), FrameValues(activity, beh[:2], beh[2:]))
     assembler.close()
-    progress.close()
     counts.update(dataclasses.asdict(assembler.counts))
     counts["frames_skipped_unreadable"] = frames.skipped
     return counts

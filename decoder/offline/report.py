@@ -18,6 +18,7 @@ Everything also goes to ``report.json``. Every method is scored with the same ma
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import re
@@ -35,6 +36,7 @@ from cortexcast.decoder.offline.streaming import decoder_for_dataset
 from cortexcast.decoder.live.pixel_decoder import DEFAULT_PROVIDERS, PixelDecoder
 from cortexcast.decoder.offline.reconstruct import iter_reconstructions, missing_responses_message, tier_ids
 from cortexcast.decoder.offline.report_images import curve_png, map_png, strip_png
+from cortexcast.decoder.offline.session_movie import write_movie
 
 FRACTIONS = (1.0, 0.5, 0.25, 0.125)
 DROP_HOW = ("random subsets of neurons kept (one draw at 100 %); each dropped neuron's "
@@ -221,6 +223,9 @@ def build_report(data_dir: str | Path, tier: str, methods: Sequence[Method],
                      recons[p["trial"]]) for name, p in picks.items()]
             strip_png(rows, mask, out / f"strip_{m.label}.png", frames=strip_frames,
                       start=START, stop=STOP)
+            entry["images"]["movies"] = _pick_movies(
+                m.label, {name: (ds.video(p["trial"]), recons[p["trial"]])
+                          for name, p in picks.items()}, out)
         report["methods"][m.label] = entry
         log(f"{m.label}: mean pixel correlation {entry['mean']} over "
             f"{entry['clips_scored']} clips")
@@ -239,6 +244,21 @@ def build_report(data_dir: str | Path, tier: str, methods: Sequence[Method],
         report["neuron_dropping"]["image"] = "neurons.png"
     (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     return report
+
+
+def _pick_movies(label: str, clips: dict[str, tuple[np.ndarray, np.ndarray]],
+                 out: Path) -> dict[str, list[str]]:
+    """Stimulus | reconstruction movies of the best, median and worst clip: a GIF each, and
+    an MP4 where imageio-ffmpeg is installed. Returns pick -> file names."""
+    formats = [".gif"] + ([".mp4"] if importlib.util.find_spec("imageio_ffmpeg") else [])
+    written: dict[str, list[str]] = {}
+    for name, (video, recon) in clips.items():
+        written[name] = []
+        for suffix in formats:
+            path = out / f"movie_{label}_{name}{suffix}"
+            write_movie(path, video, recon, fps=30.0)
+            written[name].append(path.name)
+    return written
 
 
 def _num(x: float) -> float | None:

@@ -143,5 +143,10 @@ function connect() {
   };
 }
 
+// The server answered ?token= with an HttpOnly cookie that /ws now carries: take the
+// token out of the address bar (and so out of screenshots and shared screens).
+if (new URLSearchParams(location.search).has("token")) {
+  history.replaceState(null, "", location.pathname + location.hash);
+}
 $("smooth").addEventListener("change", (e) => document.body.classList.toggle("smooth", e.target.checked));
 connect();
