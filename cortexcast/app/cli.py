@@ -30,6 +30,7 @@ def subcommands() -> list[str]:
         "cortexcast.app.offline_commands:register_train",
         "cortexcast.app.offline_commands:register_evaluate",
         "cortexcast.app.offline_commands:register_reconstruct",
+        "cortexcast.app.suite_command:register",
         "cortexcast.app.bench:register", proc["loop"], proc["lsl"], "cortexcast.app.doctor:register",
         "cortexcast.app.keys_command:register",
     ]

@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
+from cortexcast.decoder.live.metric import mean_over_clips
 from cortexcast.decoder.offline.dataset import DatasetError, SensoriumDataset
 from cortexcast.decoder.training.windows import Normalisation, pad_responses
 
@@ -161,3 +162,93 @@ def window_gram(feats: np.ndarray, t: int, window: int) -> np.ndarray:
             if d:
                 g[b * k:(b + 1) * k, a * k:(a + 1) * k] = blk.T
     return g
+
+
+# ----------------------------------------------------------------------------- selection
+@dataclass
+class Sums:
+    """Accumulated ridge statistics of some trials: Σ xᵀx, Σ xᵀy, column sums, rows."""
+
+    xtx: np.ndarray
+    xty: np.ndarray
+    x_sum: np.ndarray
+    y_sum: np.ndarray
+    count: int = 0
+
+    @classmethod
+    def zeros(cls, d: int, p: int) -> "Sums":
+        return cls(np.zeros((d, d)), np.zeros((d, p)), np.zeros(d), np.zeros(p))
+
+    @classmethod
+    def total(cls, parts: Sequence["Sums"]) -> "Sums":
+        out = cls(parts[0].xtx.copy(), parts[0].xty.copy(), parts[0].x_sum.copy(),
+                  parts[0].y_sum.copy(), parts[0].count)
+        for q in parts[1:]:
+            out.xtx += q.xtx
+            out.xty += q.xty
+            out.x_sum += q.x_sum
+            out.y_sum += q.y_sum
+            out.count += q.count
+        return out
+
+    def minus(self, q: "Sums") -> "Sums":
+        return Sums(self.xtx - q.xtx, self.xty - q.xty, self.x_sum - q.x_sum,
+                    self.y_sum - q.y_sum, self.count - q.count)
+
+    def add(self, f32: np.ndarray, y: np.ndarray, window: int) -> None:
+        """One trial: padded features (T + W - 1, K) float32 and video rows (T, P)."""
+        k = f32.shape[1]
+        f = f32.astype(np.float64)
+        t = len(y)
+        if np.isfinite(y).all():
+            self.xtx += window_gram(f, t, window)
+            for a in range(window):  # float32 products (the bulk of the work), float64 sums
+                self.xty[a * k:(a + 1) * k] += f32[a:a + t].T @ y
+                self.x_sum[a * k:(a + 1) * k] += f[a:a + t].sum(0)
+        else:  # frames without a target: the plain (slower) product over the good rows
+            x = windows_flat(f, t, window)
+            ok = np.isfinite(y).all(axis=1)
+            x, y = x[ok], y[ok].astype(np.float64)
+            self.xtx += x.T @ x
+            self.xty += x.T @ y
+            self.x_sum += x.sum(0)
+        self.y_sum += y.sum(0)
+        self.count += len(y)
+
+
+def cv_folds(ids: Sequence[int], k: int, seed: int) -> list[list[int]]:
+    """``k`` seeded folds of the training trials ([] when k < 2 or too few trials)."""
+    k = min(k, len(ids))
+    if k < 2:
+        return []
+    order = np.random.default_rng([seed, 12]).permutation(len(ids))
+    return [sorted(int(ids[i]) for i in order[f::k]) for f in range(k)]
+
+
+def pixel_axes(yty: np.ndarray, rows: int, y_mean: np.ndarray, rank: int) -> np.ndarray:
+    """(R, P_near) top principal axes of the training frames near the mask."""
+    c = yty / max(rows, 1) - np.outer(y_mean, y_mean)
+    ev, vec = np.linalg.eigh((c + c.T) / 2)
+    return np.ascontiguousarray(vec[:, np.argsort(ev)[::-1][:min(rank, len(ev))]].T)
+
+
+def choose_alpha(per_clip: np.ndarray, alphas: Sequence[float],
+                 default: float | None) -> tuple[int, np.ndarray]:
+    """(index of the chosen alpha, mean score per alpha) from (clips, alphas) scores.
+
+    The arg-max wins only if its paired per-clip gain over ``default`` (the nearest grid
+    alpha) exceeds two standard errors; otherwise ``default`` is kept.
+    """
+    scores = np.array([mean_over_clips(per_clip[:, j]) for j in range(per_clip.shape[1])])
+    if not np.isfinite(scores).any():
+        return 0, scores
+    best = int(np.nanargmax(scores))
+    if default is None:
+        return best, scores
+    ref = int(np.argmin(np.abs(np.log(np.asarray(alphas)) - np.log(default))))
+    diff = per_clip[:, best] - per_clip[:, ref]
+    diff = diff[np.isfinite(diff)]
+    if len(diff) < 2 or not np.isfinite(scores[ref]):
+        return best, scores
+    se = float(np.std(diff, ddof=1) / np.sqrt(len(diff)))
+    return (best if diff.mean() > 2 * se else ref), scores

@@ -1,0 +1,171 @@
+"""``cortexcast suite``: decoders scored on a family of simulated mice (issue 12).
+
+Draws ``--mice`` mice (:func:`cortexcast.daq.sim.family.sample_mouse`, seeds ``--seed`` ..),
+simulates each, trains ``--methods`` and scores them on the held-out test tiers; the
+bookkeeping (ratios, summary, table, JSON) is :mod:`cortexcast.decoder.offline.suite`.
+Example (8 mice, ridge and the plain reference)::
+
+    cortexcast suite --out runs/suite --mice 8 --seed 10000 --methods ridge,plain
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cortexcast.decoder.offline.suite import (
+    TEST_TIERS, MouseResult, SuiteSettings, report, table, write_report)
+
+log = logging.getLogger("decoder.suite")
+
+
+def _score_onnx(data: Path, model: Path, mask: np.ndarray) -> dict[int, float]:
+    from cortexcast.decoder.offline.evaluate import evaluate
+
+    out: dict[int, float] = {}
+    for tier in TEST_TIERS:
+        out.update(evaluate(data, tier, model_path=model, mask=(mask, "dataset")).per_clip)
+    return out
+
+
+def run_mouse(seed: int, s: SuiteSettings, say: Callable[[str], None] = print) -> MouseResult:
+    """Simulate family mouse ``seed``, train and score ``s.methods`` on it."""
+    from cortexcast.app.simulate import DatasetPlan, write_dataset
+    from cortexcast.daq.sim.family import sample_mouse
+    from cortexcast.decoder.offline.dataset import SensoriumDataset
+    from cortexcast.decoder.offline.evaluate import choose_mask
+    from cortexcast.decoder.live.metric import mean_over_clips
+
+    draw = sample_mouse(seed, max_neurons=s.max_neurons, max_trials=s.max_trials)
+    side = s.frame_side or (256 if draw.settings.n_neurons <= 4000 else 512)
+    settings = dataclasses.replace(draw.settings, frame_height=side, frame_width=side)
+    draw = dataclasses.replace(draw, settings=settings)
+    res = MouseResult(seed, draw.describe())
+    folder = Path(s.out) / f"mouse-{seed}"
+    data = folder / "data"
+    if data.exists():
+        shutil.rmtree(data)
+    t0 = time.monotonic()
+    plan = DatasetPlan(train=draw.trials, test=s.test_trials, oracle_clips=s.oracle_clips,
+                       oracle_repeats=s.oracle_repeats, frames=s.frames)
+    write_dataset(data, settings, plan, log=lambda m: log.info("%s", m))
+    res.times_s["simulate"] = round(time.monotonic() - t0, 1)
+    say(f"mouse {seed}: {settings.n_neurons} neurons, {draw.trials} trials, "
+        f"{settings.imaging_rate_hz:g} Hz, {draw.indicator}, eye {draw.eye_model} "
+        f"(simulated in {res.times_s['simulate']:.0f} s)")
+    ds = SensoriumDataset(data)
+    mask, _ = choose_mask(ds)
+    test_ids = [i for t in TEST_TIERS for i in ds.trial_ids(t)]
+    for method in s.methods:
+        t1 = time.monotonic()
+        if method == "plain":
+            from cortexcast.decoder.training.plain_ridge import (
+                PlainRidgeSettings, fit_plain_ridge, score_plain_ridge)
+
+            model = fit_plain_ridge(ds, PlainRidgeSettings(
+                components=s.components, alpha=s.plain_alpha,
+                first=(s.lag - 9) if s.plain_same_window else 0))
+            per = score_plain_ridge(ds, model, test_ids, mask)
+        elif method == "ridge":
+            from cortexcast.decoder.training.ridge import RidgeSettings, train_ridge
+
+            path = folder / "ridge.onnx"
+            train_ridge(RidgeSettings(data=str(data), out=str(path), lag=s.lag,
+                                      components=s.components, progress=False))
+            per = _score_onnx(data, path, mask)
+        else:
+            from cortexcast.decoder.training.common import TrainSettings
+            from cortexcast.decoder.training.train import train
+
+            path = folder / "decoder.onnx"
+            train(TrainSettings(data=str(data), out=str(path), lag=s.lag, progress=False,
+                                time_budget_s=s.decoder_budget_s))
+            per = _score_onnx(data, path, mask)
+        res.times_s[method] = round(time.monotonic() - t1, 1)
+        res.per_clip[method] = {str(k): float(v) for k, v in per.items()}
+        res.scores[method] = mean_over_clips(list(per.values()))
+        say(f"mouse {seed}: {method} {res.scores[method]:.4f} ({res.times_s[method]:.0f} s)")
+    if not s.keep_data:
+        shutil.rmtree(data, ignore_errors=True)
+    return res
+
+
+def run_suite(s: SuiteSettings, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every mouse, write ``<out>/suite.json`` after each (partial results survive)."""
+    out = Path(s.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[MouseResult] = []
+    content: dict[str, Any] = {}
+    for seed in range(s.seed, s.seed + s.mice):
+        results.append(run_mouse(seed, s, say))
+        content = report(s, results)
+        write_report(out / "suite.json", content)
+    say(table(results, s.methods))
+    return content
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        s = SuiteSettings(
+            out=args.out, mice=args.mice, seed=args.seed,
+            methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+            max_trials=args.trials or None, max_neurons=args.neurons or None,
+            test_trials=args.test_trials, oracle_clips=args.oracle_clips,
+            oracle_repeats=args.oracle_repeats, frames=args.frames,
+            frame_side=args.frame_side, lag=args.lag, plain_alpha=args.plain_alpha,
+            components=args.components, plain_same_window=args.plain_same_window,
+            decoder_budget_s=args.decoder_budget, keep_data=args.keep_data)
+    except ValueError as exc:
+        print(f"cortexcast suite: error: {exc}", file=sys.stderr)
+        return 2
+    if not args.verbose:
+        logging.getLogger("decoder").setLevel(logging.WARNING)
+    report = run_suite(s)
+    print(f"wrote {args.out}/suite.json ({len(report['mice'])} mice)")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "suite", help="score decoders on a family of simulated mice",
+        description="Draw --mice mice from the simulator's family (daq/sim/family.py), simulate "
+                    "each, train the methods and score them on the held-out test tiers; "
+                    "prints a table and writes suite.json with per-mouse scores, ratios to "
+                    "the better ridge, median and minimum ratios.")
+    p.add_argument("--out", required=True, help="folder for suite.json and per-mouse models")
+    p.add_argument("--mice", type=int, default=8, help="mice to draw (default 8)")
+    p.add_argument("--seed", type=int, default=10_000,
+                   help="first family seed (default 10000; development used 900..999)")
+    p.add_argument("--methods", default="ridge,plain",
+                   help="comma-separated among ridge, plain, decoder (default ridge,plain)")
+    p.add_argument("--trials", type=int, default=40,
+                   help="cap on the drawn training trials (default 40; 0: as drawn, 30..240)")
+    p.add_argument("--neurons", type=int, default=1500,
+                   help="cap on the drawn neurons (default 1500; 0: as drawn, 2000..8000)")
+    p.add_argument("--test-trials", type=int, default=10, help="trials per test tier (10)")
+    p.add_argument("--oracle-clips", type=int, default=4, help="validation clips (default 4)")
+    p.add_argument("--oracle-repeats", type=int, default=3, help="repeats of each (default 3)")
+    p.add_argument("--frames", type=int, default=300, help="stimulus frames per trial (300)")
+    p.add_argument("--frame-side", type=int, default=None,
+                   help="imaging frame side in px (default 256 up to 4000 neurons, else 512)")
+    p.add_argument("--lag", type=int, default=9,
+                   help="lag of ridge and decoder, window 10 (default 9: the plain window)")
+    p.add_argument("--plain-alpha", type=float, default=0.03,
+                   help="the plain ridge's one relative L2 penalty (default 0.03)")
+    p.add_argument("--plain-same-window", action="store_true",
+                   help="give the plain ridge --lag's window (t+lag-9..t+lag), not t..t+9")
+    p.add_argument("--components", type=int, default=256,
+                   help="PCA components of ridge and plain (default 256, the recipe's)")
+    p.add_argument("--decoder-budget", type=float, default=300.0,
+                   help="time budget of the live decoder per mouse (s, default 300)")
+    p.add_argument("--keep-data", action="store_true", help="keep the simulated datasets")
+    p.add_argument("--verbose", action="store_true", help="log training progress")
+    p.set_defaults(func=run)

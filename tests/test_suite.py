@@ -1,0 +1,74 @@
+"""``cortexcast suite`` (decoder/offline/suite.py) and ridge >= the plain ridge (issue 12)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cortexcast.app.cli import main
+from cortexcast.app.suite_command import run_mouse
+from cortexcast.decoder.offline.suite import MouseResult, SuiteSettings, summarise
+from cortexcast.decoder.training.ridge_fit import choose_alpha
+
+
+def test_ratios_and_summary():
+    a = MouseResult(1, {}, {"ridge": 0.4, "plain": 0.38})
+    b = MouseResult(2, {}, {"ridge": 0.3, "plain": 0.33})
+    assert a.ratios() == pytest.approx({"ridge": 1.0, "plain": 0.95})
+    s = summarise([a, b], ("ridge", "plain"))
+    assert s["ridge"]["min_ratio"] == pytest.approx(0.3 / 0.33)
+    assert s["ridge_minus_plain"]["mice_below_minus_0.005"] == 1
+
+
+def test_choose_alpha_keeps_the_default_without_clear_evidence():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.4, 12)
+    noisy = np.stack([base, base + rng.normal(0.002, 0.02, 12)], axis=1)
+    assert choose_alpha(noisy, (0.03, 1.0), 0.03)[0] == 0
+    clear = np.stack([base, base + 0.05], axis=1)
+    assert choose_alpha(clear, (0.03, 1.0), 0.03)[0] == 1
+    assert choose_alpha(noisy, (0.03, 1.0), None)[0] == int(np.argmax(noisy.mean(0)))
+
+
+def test_settings_refuse_unknown_methods(tmp_path):
+    with pytest.raises(ValueError):
+        SuiteSettings(out=str(tmp_path), methods=("ridge", "lasso"))
+
+
+@pytest.mark.slow
+def test_suite_command_end_to_end_on_two_tiny_mice(tmp_path, capsys):
+    rc = main(["suite", "--out", str(tmp_path), "--mice", "2", "--seed", "990",
+               "--trials", "4", "--neurons", "200", "--test-trials", "2",
+               "--oracle-clips", "1", "--oracle-repeats", "2", "--frames", "60",
+               "--frame-side", "128", "--components", "16"])
+    assert rc == 0
+    report = json.loads((tmp_path / "suite.json").read_text())
+    assert [m["seed"] for m in report["mice"]] == [990, 991]
+    for m in report["mice"]:
+        assert set(m["scores"]) == {"ridge", "plain"}
+        assert max(m["ratio_to_better_ridge"].values()) == pytest.approx(1.0)
+    assert report["summary"]["ridge"]["median_ratio"] is not None
+    assert "median ratio" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_ridge_is_not_worse_than_the_plain_ridge_on_a_small_simulated_mouse(tmp_path):
+    s = SuiteSettings(out=str(tmp_path), methods=("ridge", "plain"), max_trials=30,
+                      max_neurons=800, test_trials=6, oracle_clips=3, oracle_repeats=2)
+    r = run_mouse(905, s, say=lambda m: None)  # a development seed (daq/sim/family.py)
+    assert r.scores["ridge"] >= r.scores["plain"] - 0.005, r.scores
+
+
+def test_ridge_with_cross_validation_records_the_fold_scores(tmp_path):
+    from cortexcast.decoder.training.ridge import RidgeSettings, train_ridge
+    from cortexcast.decoder.training.synthetic import write_synthetic_dataset
+
+    data = write_synthetic_dataset(tmp_path / "syn", neurons=60, withheld=())
+    res = train_ridge(RidgeSettings(data=str(data), out=str(tmp_path / "m.onnx"), window=3,
+                                    lag=1, components=16, cv_folds=4, progress=False,
+                                    alphas=(0.01, 0.1, 1.0)))
+    training = res.card.extra["training"]
+    assert training["cv_folds"] == 4
+    assert all("cv_r" in h and np.isfinite(h["cv_r"]) for h in training["history"])
