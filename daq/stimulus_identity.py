@@ -32,7 +32,7 @@ import numpy as np
 from cortexcast.core.events import StimulusFrame
 
 from cortexcast.daq.source import AcquisitionError, AcquisitionSource
-from cortexcast.daq.udp_listener import LOOPBACK_SENDERS, UdpListener, parse_senders
+from cortexcast.daq.udp_listener import LOOPBACK_SENDERS, UdpListener, check_listen, parse_senders
 
 log = logging.getLogger(__name__)
 STIM_SHAPE = (36, 64)
@@ -61,9 +61,7 @@ class StimulusSettings:
         if self.mode == "log" and not self.log_file:
             raise ValueError("mode = 'log' needs 'log_file' (the stimulus program's log)")
         if self.mode == "udp":
-            host, _, port = self.listen.rpartition(":")
-            if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-                raise ValueError(f"listen must be 'host:port', got {self.listen!r}")
+            check_listen(self.listen)
         parse_senders(self.allowed_senders, "allowed_senders")
         if self.poll_s <= 0:
             raise ValueError("poll_s must be > 0")

@@ -26,6 +26,13 @@ REFUSED_LOG_INTERVAL_S = 60.0
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def check_listen(listen: str) -> None:
+    """ValueError unless ``listen`` is ``host:port`` (a settings check, before any socket)."""
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"listen must be 'host:port', got {listen!r}")
+
+
 def parse_senders(values: Iterable[str], setting: str) -> tuple[Network, ...]:
     """``["10.0.0.5", "192.168.1.0/24", "localhost"]`` as networks; ValueError names the bad one.
 

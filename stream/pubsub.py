@@ -33,11 +33,9 @@ from cortexcast.stream.endpoints import StreamError, check_endpoint, endpoint_pr
 from cortexcast.stream.security import (
     SecuritySettings, check_publish_endpoint, load_security, publisher_socket,
 )
-from cortexcast.stream.send_thread import DRAIN_BUDGET, SendThread, apply_subscription
+from cortexcast.stream.send_thread import SendThread, drain_subscriptions
 from cortexcast.stream.subscriptions import SubscriptionBook
-from cortexcast.stream.subscriber import (  # noqa: F401 (the wire's names, imported from here)
-    HEARTBEAT_TOPIC, OTHER, RESTART_LOG_INTERVAL_S, Subscriber,
-)
+from cortexcast.stream.subscriber import HEARTBEAT_TOPIC, Subscriber  # Subscriber: imported from here too
 
 log = logging.getLogger(__name__)
 
@@ -168,14 +166,8 @@ class Publisher:
     def _drain_subscriptions(self) -> None:
         """Apply waiting (un)subscriptions, a bounded number per call (the send thread
         does this itself when there is one)."""
-        if self._sender is not None:
-            return
-        for _ in range(DRAIN_BUDGET):
-            try:
-                event = self._sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            apply_subscription(self._sock, event, self._book.decide)
+        if self._sender is None:
+            drain_subscriptions(self._sock, self._book.decide)
 
     @property
     def refused_subscriptions(self) -> int:

@@ -82,14 +82,7 @@ class SendThread:
             pass
 
     def _drain(self) -> bool:
-        """Apply up to DRAIN_BUDGET waiting subscriptions; True if more may be waiting."""
-        for _ in range(DRAIN_BUDGET):
-            try:
-                event = self._sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return False
-            apply_subscription(self._sock, event, self._on_subscription)
-        return True
+        return drain_subscriptions(self._sock, self._on_subscription)
 
     def close(self, linger_ms: int = 0, timeout_s: float = 5.0) -> None:
         """Send what is queued, close the socket (with ``linger_ms``) and end the thread."""
@@ -101,6 +94,18 @@ class SendThread:
             except queue.Full:
                 continue
         self._thread.join(timeout_s + linger_ms / 1000)
+
+
+def drain_subscriptions(sock: zmq.Socket, decide: Callable[[bytes], bool]) -> bool:
+    """Apply up to :data:`DRAIN_BUDGET` waiting (un)subscriptions of a manual XPUB (those
+    ``decide`` accepts); True if more may be waiting."""
+    for _ in range(DRAIN_BUDGET):
+        try:
+            event = sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        apply_subscription(sock, event, decide)
+    return True
 
 
 def apply_subscription(sock: zmq.Socket, event: bytes,

@@ -10,7 +10,6 @@ the latency a frame sees (encryption + decryption + the copies they need), not t
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import zmq
 
 from cortexcast.app.keys_command import make_keys
+from cortexcast.core.runtime import write_json_atomic
 from cortexcast.stream.pubsub import Publisher, Subscriber
 from cortexcast.stream.security import SecuritySettings
 
@@ -85,7 +85,7 @@ def run_curve_bench(frames: int, out: Path | None) -> dict[str, Any]:
         print(f"  {name:5s}  n={s['n']}  p50 {s['p50_ms']:.3f} ms  p99 {s['p99_ms']:.3f} ms  "
               f"max {s['max_ms']:.3f} ms")
     if out is not None:
-        Path(out).write_text(json.dumps(result, indent=2) + "\n")
+        write_json_atomic(out, result)
         print(f"wrote {out}")
     return result
 

@@ -12,7 +12,6 @@ frames a legitimate subscriber got, refused subscriptions and memory; writes JSO
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ import numpy as np
 import psutil
 import zmq
 
+from cortexcast.core.runtime import write_json_atomic
 from cortexcast.stream.pubsub import Publisher, Subscriber
 
 TOPICS = ("frames", "sync", "stimulus")
@@ -106,9 +106,8 @@ def run_flood_bench(subscriptions: int = 200_000, seconds: float = 10.0,
               f"{p['max']:.1f} ms | frames {r['frames_received']}/{r['frames_published']} | "
               f"refused {r['refused_subscriptions']} | memory +{r['rss_growth_mb']:.0f} MB")
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"subscriptions": subscriptions, "seconds": seconds,
-                                   "results": results}, indent=2))
+        write_json_atomic(out, {"subscriptions": subscriptions, "seconds": seconds,
+                                "results": results})
         print(f"wrote {out}")
     return results
 

@@ -23,7 +23,7 @@ from cortexcast.core.config import ConfigError, load_settings, load_toml, path_f
 from cortexcast.app.registry import PROCESSES, STACK_PROCESSES, process
 from cortexcast.app.status import StatusBoard, print_summary
 from cortexcast.app.ports import free_ports
-from cortexcast.app.supervisor import Supervisor
+from cortexcast.app.supervisor import ACTIONS, RestartPolicy, Supervisor
 from cortexcast.stream.security import check_stack_security, load_security
 
 #: The processes [stack] may name (cortexcast.app.registry).
@@ -45,20 +45,18 @@ class StackSettings:
     them all), or ``"ignore"`` (go on without it). Default: the daq and the recorder
     end the session (the source; a dead recorder loses data), the others restart. A
     restarted recorder writes a new file, ``<out stem>.<k><suffix>``."""
-    restart_limit: int = 5
+    restart_limit: int = RestartPolicy.limit
     """At most this many restarts of one process per ``restart_window_s``; one more death
     ends the session with that reason (0: never restart)."""
-    restart_window_s: float = 60.0
-    restart_backoff_s: float = 0.2
+    restart_window_s: float = RestartPolicy.window_s
+    restart_backoff_s: float = RestartPolicy.backoff_s
     """A first restart is immediate; further ones within the window wait this, doubling."""
-    hang_after_s: float = 3.0
+    hang_after_s: float = RestartPolicy.hang_after_s
     """A process whose main loop sends no heartbeat for this long (counted from its first,
     so a slow start-up is fine) is hung: killed and handled as by ``on_exit`` if that is
     "restart", only reported otherwise. 0: no hang detection."""
 
     def __post_init__(self) -> None:
-        from cortexcast.app.supervisor import ACTIONS
-
         bad = [p for p in self.processes if p not in KNOWN_PROCESSES]
         if bad:
             raise ValueError(f"unknown process {bad[0]!r} (known: {', '.join(KNOWN_PROCESSES)})")
@@ -81,6 +79,12 @@ class StackSettings:
         if self.hang_after_s != 0 and self.hang_after_s < 1.0:
             raise ValueError(f"hang_after_s must be 0 (off) or at least 1 s (a process "
                              f"beats every 0.25 s at most), got {self.hang_after_s}")
+
+    def restart_policy(self) -> RestartPolicy:
+        """What the supervisor does when one of these processes dies or hangs."""
+        return RestartPolicy(on_exit=dict(self.on_exit), limit=self.restart_limit,
+                             window_s=self.restart_window_s, backoff_s=self.restart_backoff_s,
+                             hang_after_s=self.hang_after_s)
 
 
 def validate_stack(config: Path) -> tuple[StackSettings, dict[str, Any]]:
@@ -153,14 +157,10 @@ def run_stack(config: Path, duration_s: float | None, run_dir: Path | None = Non
     """
     stack, settings = validate_stack(config)
     run_dir = run_dir or Path(stack.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    from cortexcast.app.supervisor import RestartPolicy
-
     token = display_token(settings)
     board = StatusBoard(settings, quiet=quiet, security=load_security(config),
                         display_token=token)
-    policy = RestartPolicy(on_exit=dict(stack.on_exit), limit=stack.restart_limit,
-                           window_s=stack.restart_window_s, backoff_s=stack.restart_backoff_s,
-                           hang_after_s=stack.hang_after_s)
+    policy = stack.restart_policy()
     restart_args = {}
     if "record" in settings:  # never reopen (or clobber) the first recording
         out = Path(settings["record"].out)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
-from cortexcast.daq.udp_listener import LOOPBACK_SENDERS, parse_senders
+from cortexcast.daq.udp_listener import LOOPBACK_SENDERS, check_listen, parse_senders
 
 #: The model's eye channels, in the order an LSL stream carries them by default.
 EYE_CHANNELS = ("pupil", "pupil_x", "pupil_y")
@@ -56,9 +56,7 @@ class BehaviorSettings:
 
     def __post_init__(self) -> None:
         if self.mode == "udp":
-            host, _, port = self.listen.rpartition(":")
-            if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-                raise ValueError(f"listen must be 'host:port', got {self.listen!r}")
+            check_listen(self.listen)
         parse_senders(self.allowed_senders, "allowed_senders")
         if any(not h or "'" in h for h in self.lsl_hosts):
             raise ValueError(f"lsl_hosts: bad host name in {list(self.lsl_hosts)}")
