@@ -35,5 +35,5 @@ bench: $(VENV)/.installed-demo
 # (the 'easy' preset the demo's rig runs), ~2 min of training on 2 CPU cores.
 model: $(VENV)/.installed-test
 	$(BIN)/cortexcast simulate --preset easy --out runs/simdata --trials 120 --oracle-clips 4 --oracle-repeats 3 --force
-	$(BIN)/cortexcast train --data runs/simdata --out decoder/models/cortexcast_sim.onnx --ensemble 1 --readout 128
+	$(BIN)/cortexcast train --data runs/simdata --out decoder/models/cortexcast_sim.onnx --ensemble 1 --readout 128 --lag 5
 	$(BIN)/cortexcast evaluate --data runs/simdata --model decoder/models/cortexcast_sim.onnx --tier final_test_main

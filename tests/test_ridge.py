@@ -276,9 +276,10 @@ def test_card_describes_the_model(tmp_path: Path):
     data = write_synthetic_dataset(tmp_path / "syn", neurons=30, statistics=True)
     (data / "sim.json").write_text(json.dumps({"seed": 3}))
     out = tmp_path / "r.onnx"
-    card = train_ridge(RidgeSettings(data=str(data), out=str(out), components=8,
+    card = train_ridge(RidgeSettings(data=str(data), out=str(out), components=8, lag=5,
                                      progress=False)).card
     assert card.neurons == 30 and card.window == 10 and card.lag == 5
+    assert "lag 5 (given)" in card.method and card.extra["training"]["window_choice"] is None
     assert "8 PCA components" in card.method and "rank 80" in card.method  # 10 x 8 < 256
     assert card.extra["simulation"] == {"seed": 3}
     assert card.extra["training"]["components"] == 8

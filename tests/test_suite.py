@@ -10,7 +10,7 @@ import pytest
 from cortexcast.app.cli import main
 from cortexcast.app.suite_command import run_mouse
 from cortexcast.decoder.offline.suite import MouseResult, SuiteSettings, summarise
-from cortexcast.decoder.training.ridge_fit import choose_alpha
+from cortexcast.decoder.training.ridge_fit import choose_alpha, clearly_better
 
 
 def test_ratios_and_summary():
@@ -32,6 +32,19 @@ def test_choose_alpha_keeps_the_default_without_clear_evidence():
     assert choose_alpha(noisy, (0.03, 1.0), None)[0] == int(np.argmax(noisy.mean(0)))
 
 
+def test_clearly_better_takes_the_best_of_the_options_that_beat_the_default():
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.2, 0.4, 12)
+    # column 1 is clearly better than the default 0, column 2 a little better on average
+    # but only by noise, column 3 clearly better and best: 3 wins, not the noisy arg-max
+    per = np.stack([base, base + 0.02 + rng.normal(0, 0.002, 12),
+                    base + 0.05 + 0.4 * (-1.0) ** np.arange(12), base + 0.03], axis=1)
+    j, means = clearly_better(per, 0)
+    assert j == 3 and np.argmax(means) == 2
+    assert clearly_better(per[:, [0, 2]], 0)[0] == 0  # only the noisy one: the default
+    assert clearly_better(per[:1], 0)[0] == 0  # one clip: no standard error, the default
+
+
 def test_settings_refuse_unknown_methods(tmp_path):
     with pytest.raises(ValueError):
         SuiteSettings(out=str(tmp_path), methods=("ridge", "lasso"))
@@ -40,16 +53,25 @@ def test_settings_refuse_unknown_methods(tmp_path):
 @pytest.mark.slow
 def test_suite_command_end_to_end_on_two_tiny_mice(tmp_path, capsys):
     rc = main(["suite", "--out", str(tmp_path), "--mice", "2", "--seed", "990",
-               "--trials", "4", "--neurons", "200", "--test-trials", "2",
+               "--trial-counts", "2,4", "--neurons", "200", "--test-trials", "2",
                "--oracle-clips", "1", "--oracle-repeats", "2", "--frames", "60",
                "--frame-side", "128", "--components", "16"])
     assert rc == 0
     report = json.loads((tmp_path / "suite.json").read_text())
     assert [m["seed"] for m in report["mice"]] == [990, 991]
     for m in report["mice"]:
-        assert set(m["scores"]) == {"ridge", "plain"}
-        assert max(m["ratio_to_better_ridge"].values()) == pytest.approx(1.0)
-    assert report["summary"]["ridge"]["median_ratio"] is not None
+        assert m["mouse"]["trials"] == 4  # simulated with the largest count
+        assert set(m["scores"]) == {"ridge@2", "plain@2", "ridge@4", "plain@4"}
+        for c in (2, 4):  # each ratio is to the better ridge fitted on as many trials
+            r = m["ratio_to_better_ridge"]
+            assert max(r[f"ridge@{c}"], r[f"plain@{c}"]) == pytest.approx(1.0)
+        assert m["choices"]["ridge@4"]["lag"] <= 9
+    assert report["summary"]["ridge@4"]["median_ratio"] is not None
+    curves = report["trial_counts"]
+    assert [p["trials"] for p in curves["ridge"]] == [2, 4]
+    assert all(p["mice"] == 2 for p in curves["plain"])
+    png = tmp_path / "trial_counts.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "median ratio" in capsys.readouterr().out
 
 

@@ -52,8 +52,14 @@ def test_decoder_ensemble(data_dir: Path, tmp_path: Path, capsys) -> None:
                    "--no-progress") == 0
     assert "validation pixel correlation" in capsys.readouterr().out
     card = load_card(model)
-    assert (card.neurons, card.window, card.lag) == (N, 10, 5)
-    assert onnx_inputs(model) == {"activity": [1, 10, N], "behavior": [1, 10, 4]}
+    # window and lag chosen on validation (no --lag), within the default 300 ms
+    choice = card.extra["training"]["choices"]["window_lag"]
+    assert (card.neurons, card.window, card.lag) == (N, choice["window"], choice["lag"])
+    assert 0 <= card.lag <= 9 and len(choice["candidates"]) == 15
+    picked = choice["candidates"][f"W{card.window}/L{card.lag}"]
+    assert choice["score"] == pytest.approx(picked, abs=1e-5) and choice["default"] == "W10/L9"
+    assert onnx_inputs(model) == {"activity": [1, card.window, N],
+                                  "behavior": [1, card.window, 4]}
     ex = card.extra
     assert ex["behavior_inputs"] == ["pupil", "running", "pupil_x", "pupil_y"]
     assert len(ex["behavior_mean"]) == 4 and ex["activity_kind"] in ("dff", "deconvolved")
@@ -62,7 +68,11 @@ def test_decoder_ensemble(data_dir: Path, tmp_path: Path, capsys) -> None:
     assert len(tr["member_validation_scores"]) == 2
     # every member starts as the ridge branch and is never kept worse than it on validation
     assert min(tr["member_validation_scores"]) >= tr["ridge_branch_validation_score"]
-    assert card.validation_score == pytest.approx(tr["ensemble_validation_score"])
+    # the card's score is the final model on the selection split early stopping never saw
+    members = tr["choices"]["members"]
+    assert card.validation_score == pytest.approx(members["selection_scores"]["ensemble"])
+    if not members["kept"]:
+        assert tr["ensemble_validation_score"] == tr["ridge_branch_validation_score"]
     assert card.validation_score > 0.5
     assert card.onnx_max_abs_diff is not None and card.onnx_max_abs_diff < 0.255
     norm = np.load(model.with_suffix(".norm.npz"))
@@ -79,7 +89,7 @@ def test_decoder_without_behavior(data_dir: Path, tmp_path: Path) -> None:
     model = tmp_path / "nb.onnx"
     assert run_cli("train", "--data", str(data_dir), "--out", str(model), "--time-budget", "3",
                    "--ensemble", "1", "--readout", "16", "--no-behavior", "--device", "cpu",
-                   "--no-progress") == 0
+                   "--lag", "5", "--no-progress") == 0
     card = load_card(model)
     assert onnx_inputs(model) == {"activity": [1, 10, N]}
     assert "behavior_inputs" not in card.extra
@@ -107,6 +117,7 @@ def test_several_mice(data_dir: Path, tmp_path: Path) -> None:
     assert a.is_file() and b.is_file() and not out.exists()
     ca, cb = load_card(a), load_card(b)
     assert (ca.neurons, cb.neurons) == (N, 30)
+    assert (ca.window, ca.lag) == (cb.window, cb.lag)  # one core: the first mouse's choice
     assert ca.data_used["folder"] == str(data_dir.resolve())
     assert cb.extra["training"]["multi_mouse"]["mice"] == [str(data_dir.resolve()),
                                                            str(other.resolve())]

@@ -121,6 +121,10 @@ def test_ridge_method_same_errors(tmp_path: Path, capsys: pytest.CaptureFixture)
 def test_bad_settings(good: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code, err = run(capsys, *train_args(good, tmp_path / "m.onnx"), "--lag", "12")
     assert_user_error(code, err, "train", "lag must be in 0..window-1")
+    code, err = run(capsys, *train_args(good, tmp_path / "m.onnx"), "--max-lag-ms", "-5")
+    assert_user_error(code, err, "train", "max lag must be a finite number of ms >= 0")
+    code, err = run(capsys, *train_args(good, tmp_path / "m.onnx"), "--train-trials", "0")
+    assert_user_error(code, err, "train", "train_trials must be >= 1")
     code, err = run(capsys, *train_args(good, tmp_path / "m.txt"))
     assert_user_error(code, err, "train", "must end in .onnx")
     code, err = run(capsys, "train", "--method", "ridge", "--data", str(good), "--data",

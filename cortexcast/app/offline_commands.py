@@ -61,6 +61,7 @@ def run_train(args: argparse.Namespace) -> int:
             if len(datas) > 1:
                 raise ValueError("--method ridge takes one --data folder")
             rs = RidgeSettings(data=datas[0], out=args.out, window=args.window, lag=args.lag,
+                               max_lag_ms=args.max_lag_ms, train_trials=args.train_trials,
                                seed=args.seed, val_tier=args.val_tier,
                                progress=not args.no_progress, extra=extra,
                                **({} if args.readout is None else {"components": args.readout}))
@@ -75,6 +76,7 @@ def run_train(args: argparse.Namespace) -> int:
                 raise ValueError(f"--chunk-trials must be >= 1, got {args.chunk_trials}")
             settings = TrainSettings(
                 data=datas[0], out=args.out, window=args.window, lag=args.lag,
+                max_lag_ms=args.max_lag_ms, train_trials=args.train_trials,
                 epochs=args.epochs, time_budget_s=budget, seed=args.seed, device=args.device,
                 lr=args.lr, patience=args.patience, behavior=not args.no_behavior,
                 val_tier=args.val_tier, progress=not args.no_progress, extra=extra, **more)
@@ -122,10 +124,18 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=("decoder", "ridge"), default="decoder",
                    help="decoder (nonlinear, default) or ridge (linear baseline)")
     p.add_argument("--window", type=int, default=10,
-                   help="imaging frames per reconstruction, 1..10 (default %(default)s)")
-    p.add_argument("--lag", type=int, default=5,
+                   help="imaging frames per reconstruction, 1..10; without --lag the longest "
+                   "tried (default %(default)s)")
+    p.add_argument("--lag", type=int, default=None,
                    help="frames of responses after the reconstructed frame, 0..window-1 "
-                   "(default %(default)s, 167 ms at 30 Hz)")
+                   "(default: window and lag chosen on validation within --max-lag-ms)")
+    p.add_argument("--max-lag-ms", type=float, default=300.0, metavar="MS",
+                   help="latency budget of the window/lag choice: the lag (ms of responses "
+                   "after the frame, 33.3 ms per row) never exceeds it (default 300, the "
+                   "paper's ~300 ms of neural data)")
+    p.add_argument("--train-trials", type=int, default=None, metavar="N",
+                   help="fit on the first N training trials only (learning curves; default: "
+                   "all)")
     p.add_argument("--epochs", type=int, default=200,
                    help="most passes over the training frames (default %(default)s)")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",

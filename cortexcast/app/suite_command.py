@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cortexcast.decoder.live.metric import mean_over_clips
 from cortexcast.decoder.offline.suite import (
     TEST_TIERS, MouseResult, SuiteSettings, report, table, write_report)
 
@@ -37,17 +38,19 @@ def _score_onnx(data: Path, model: Path, mask: np.ndarray) -> dict[int, float]:
 
 
 def run_mouse(seed: int, s: SuiteSettings, say: Callable[[str], None] = print) -> MouseResult:
-    """Simulate family mouse ``seed``, train and score ``s.methods`` on it."""
+    """Simulate family mouse ``seed``, train and score ``s.methods`` on it (at every
+    ``s.trial_counts`` when given)."""
     from cortexcast.app.simulate import DatasetPlan, write_dataset
     from cortexcast.daq.sim.family import sample_mouse
     from cortexcast.decoder.offline.dataset import SensoriumDataset
     from cortexcast.decoder.offline.evaluate import choose_mask
-    from cortexcast.decoder.live.metric import mean_over_clips
 
-    draw = sample_mouse(seed, max_neurons=s.max_neurons, max_trials=s.max_trials)
+    cap = max(s.trial_counts) if s.trial_counts else s.max_trials
+    draw = sample_mouse(seed, max_neurons=s.max_neurons, max_trials=cap)
     side = s.frame_side or (256 if draw.settings.n_neurons <= 4000 else 512)
     settings = dataclasses.replace(draw.settings, frame_height=side, frame_width=side)
-    draw = dataclasses.replace(draw, settings=settings)
+    draw = dataclasses.replace(draw, settings=settings,
+                               trials=max(s.trial_counts) if s.trial_counts else draw.trials)
     res = MouseResult(seed, draw.describe())
     folder = Path(s.out) / f"mouse-{seed}"
     data = folder / "data"
@@ -63,39 +66,56 @@ def run_mouse(seed: int, s: SuiteSettings, say: Callable[[str], None] = print) -
         f"(simulated in {res.times_s['simulate']:.0f} s)")
     ds = SensoriumDataset(data)
     mask, _ = choose_mask(ds)
-    test_ids = [i for t in TEST_TIERS for i in ds.trial_ids(t)]
-    for method in s.methods:
-        t1 = time.monotonic()
-        if method == "plain":
-            from cortexcast.decoder.training.plain_ridge import (
-                PlainRidgeSettings, fit_plain_ridge, score_plain_ridge)
-
-            model = fit_plain_ridge(ds, PlainRidgeSettings(
-                components=s.components, alpha=s.plain_alpha,
-                first=(s.lag - 9) if s.plain_same_window else 0))
-            per = score_plain_ridge(ds, model, test_ids, mask)
-        elif method == "ridge":
-            from cortexcast.decoder.training.ridge import RidgeSettings, train_ridge
-
-            path = folder / "ridge.onnx"
-            train_ridge(RidgeSettings(data=str(data), out=str(path), lag=s.lag,
-                                      components=s.components, progress=False))
-            per = _score_onnx(data, path, mask)
-        else:
-            from cortexcast.decoder.training.common import TrainSettings
-            from cortexcast.decoder.training.train import train
-
-            path = folder / "decoder.onnx"
-            train(TrainSettings(data=str(data), out=str(path), lag=s.lag, progress=False,
-                                time_budget_s=s.decoder_budget_s))
-            per = _score_onnx(data, path, mask)
-        res.times_s[method] = round(time.monotonic() - t1, 1)
-        res.per_clip[method] = {str(k): float(v) for k, v in per.items()}
-        res.scores[method] = mean_over_clips(list(per.values()))
-        say(f"mouse {seed}: {method} {res.scores[method]:.4f} ({res.times_s[method]:.0f} s)")
+    for count in s.trial_counts or (None,):
+        for method in s.methods:
+            key = method if count is None else f"{method}@{count}"
+            t1 = time.monotonic()
+            per, res.choices[key] = _fit_and_score(method, ds, data, folder, key, count, mask, s)
+            res.times_s[key] = round(time.monotonic() - t1, 1)
+            res.per_clip[key] = {str(k): float(v) for k, v in per.items()}
+            res.scores[key] = mean_over_clips(list(per.values()))
+            say(f"mouse {seed}: {key} {res.scores[key]:.4f} ({res.times_s[key]:.0f} s)")
     if not s.keep_data:
         shutil.rmtree(data, ignore_errors=True)
     return res
+
+
+def _fit_and_score(method: str, ds, data: Path, folder: Path, key: str, count: int | None,
+                   mask: np.ndarray, s: SuiteSettings) -> tuple[dict[int, float], dict]:
+    """Train ``method`` on ``data`` (first ``count`` training trials), score it on the test
+    tiers; (per-clip scores, what it chose on validation)."""
+    test_ids = [i for t in TEST_TIERS for i in ds.trial_ids(t)]
+    if method == "plain":
+        from cortexcast.decoder.training.plain_ridge import (
+            PlainRidgeSettings, fit_plain_ridge, score_plain_ridge)
+
+        train_ids = [i for i in ds.trial_ids("train") if ds.trials[i].has_responses]
+        model = fit_plain_ridge(ds, PlainRidgeSettings(
+            components=s.components, alpha=s.plain_alpha,
+            first=(s.lag - 9) if s.plain_same_window and s.lag is not None else 0),
+            ids=train_ids[:count] if count else None)
+        return score_plain_ridge(ds, model, test_ids, mask), {"alpha": s.plain_alpha}
+    path = folder / f"{key.replace('@', '.')}.onnx"
+    if method == "ridge":
+        from cortexcast.decoder.training.ridge import RidgeSettings, train_ridge
+
+        card = train_ridge(RidgeSettings(
+            data=str(data), out=str(path), lag=s.lag, max_lag_ms=s.max_lag_ms,
+            train_trials=count, components=s.components, progress=False)).card
+        tr = card.extra["training"]
+        chose = {"window": card.window, "lag": card.lag, "alpha": tr["alpha"]}
+    else:
+        from cortexcast.decoder.training.common import TrainSettings
+        from cortexcast.decoder.training.train import train
+
+        card = train(TrainSettings(data=str(data), out=str(path), lag=s.lag, progress=False,
+                                   max_lag_ms=s.max_lag_ms, train_trials=count,
+                                   time_budget_s=s.decoder_budget_s)).card
+        ch = card.extra["training"]["choices"]
+        chose = {"window": card.window, "lag": card.lag,
+                 "eye_shift_px_per_z": ch["eye_shift"]["kept_px_per_z"],
+                 "gain": ch["gain"].get("kept"), "members": ch["members"]["kept"]}
+    return _score_onnx(data, path, mask), chose
 
 
 def run_suite(s: SuiteSettings, say: Callable[[str], None] = print) -> dict[str, Any]:
@@ -108,7 +128,12 @@ def run_suite(s: SuiteSettings, say: Callable[[str], None] = print) -> dict[str,
         results.append(run_mouse(seed, s, say))
         content = report(s, results)
         write_report(out / "suite.json", content)
-    say(table(results, s.methods))
+    say(table(results, s.keys()))
+    if s.trial_counts:
+        from cortexcast.decoder.offline.suite import plot_trial_counts
+
+        plot_trial_counts(results, s, out / "trial_counts.png")
+        say(f"wrote {out / 'trial_counts.png'}")
     return content
 
 
@@ -120,9 +145,11 @@ def run(args: argparse.Namespace) -> int:
             max_trials=args.trials or None, max_neurons=args.neurons or None,
             test_trials=args.test_trials, oracle_clips=args.oracle_clips,
             oracle_repeats=args.oracle_repeats, frames=args.frames,
-            frame_side=args.frame_side, lag=args.lag, plain_alpha=args.plain_alpha,
+            frame_side=args.frame_side, lag=args.lag, max_lag_ms=args.max_lag_ms,
+            plain_alpha=args.plain_alpha,
             components=args.components, plain_same_window=args.plain_same_window,
-            decoder_budget_s=args.decoder_budget, keep_data=args.keep_data)
+            decoder_budget_s=args.decoder_budget, keep_data=args.keep_data,
+            trial_counts=tuple(int(c) for c in args.trial_counts.split(",") if c.strip()))
     except ValueError as exc:
         print(f"cortexcast suite: error: {exc}", file=sys.stderr)
         return 2
@@ -156,8 +183,11 @@ def register(subparsers) -> None:
     p.add_argument("--frames", type=int, default=300, help="stimulus frames per trial (300)")
     p.add_argument("--frame-side", type=int, default=None,
                    help="imaging frame side in px (default 256 up to 4000 neurons, else 512)")
-    p.add_argument("--lag", type=int, default=9,
-                   help="lag of ridge and decoder, window 10 (default 9: the plain window)")
+    p.add_argument("--lag", type=int, default=None,
+                   help="lag of ridge and decoder, window 10 (default: each chooses window "
+                        "and lag on validation within --max-lag-ms, as `train` does)")
+    p.add_argument("--max-lag-ms", type=float, default=300.0,
+                   help="latency budget of the window/lag choice (ms, default 300)")
     p.add_argument("--plain-alpha", type=float, default=0.03,
                    help="the plain ridge's one relative L2 penalty (default 0.03)")
     p.add_argument("--plain-same-window", action="store_true",
@@ -167,5 +197,9 @@ def register(subparsers) -> None:
     p.add_argument("--decoder-budget", type=float, default=300.0,
                    help="time budget of the live decoder per mouse (s, default 300)")
     p.add_argument("--keep-data", action="store_true", help="keep the simulated datasets")
+    p.add_argument("--trial-counts", default="", metavar="N,N,...",
+                   help="learning curves: simulate each mouse with the largest count, train "
+                        "every method on its first N trials for each N (e.g. 30,60,120); "
+                        "writes trial_counts.png")
     p.add_argument("--verbose", action="store_true", help="log training progress")
     p.set_defaults(func=run)

@@ -96,8 +96,10 @@ def map_png(corr: np.ndarray, mask: np.ndarray, path: Path, *, title: str = "",
 
 
 def curve_png(curves: dict[str, list[dict[str, Any]]], path: Path, *, neurons: int,
-              size: tuple[int, int] = (520, 340)) -> None:
-    """Score (mean over draws, +- std) against the number of neurons kept, log2 x axis."""
+              size: tuple[int, int] = (520, 340), title: str = "pixel correlation vs neurons",
+              x_label: str = "neurons kept (random subsets)") -> None:
+    """Score (mean over draws, +- std) against the number of neurons kept, log2 x axis
+    (any other count: ``fraction`` x ``neurons`` is the tick, with its own labels)."""
     w, h = size
     left, right, top, bottom = 56, 130, 24, 40
     img = Image.new("RGB", size, _BG)
@@ -129,8 +131,8 @@ def curve_png(curves: dict[str, list[dict[str, Any]]], path: Path, *, neurons: i
         _, y = px(xs[0], v)
         draw.line([(left - 4, y), (left, y)], fill=_INK)
         draw.text((4, y - 6), f"{v:.2f}", fill=_INK, font=font)
-    draw.text((left, h - 14), "neurons kept (random subsets)", fill=_INK, font=font)
-    draw.text((left, 4), "pixel correlation vs neurons", fill=_INK, font=font)
+    draw.text((left, h - 14), x_label, fill=_INK, font=font)
+    draw.text((left, 4), title, fill=_INK, font=font)
     for k, (label, pts) in enumerate(curves.items()):
         colour = _COLOURS[k % len(_COLOURS)]
         good = [p for p in sorted(pts, key=lambda p: p["fraction"]) if p["mean"] is not None]

@@ -48,8 +48,10 @@ class SuiteSettings:
     frames: int = 300
     frame_side: int | None = None
     """Imaging frame side (px); None: 256 up to 4,000 neurons, else 512."""
-    lag: int = 9
-    """``--method ridge`` and the decoder's lag (window 10); 9 = the plain recipe's window."""
+    lag: int | None = None
+    """``--method ridge`` and the decoder's lag (window 10); None: each chooses window and lag
+    on validation within ``max_lag_ms`` (what ``cortexcast train`` does by default)."""
+    max_lag_ms: float = 300.0
     plain_alpha: float = 0.03
     plain_same_window: bool = False
     """Give ``plain`` the window of ``ridge`` at ``lag`` (t + lag - 9 .. t + lag) instead of
@@ -58,6 +60,16 @@ class SuiteSettings:
     """PCA components of ``ridge`` and ``plain`` (the recipe's 256; fewer for smoke tests)."""
     decoder_budget_s: float | None = 300.0
     keep_data: bool = False
+    trial_counts: tuple[int, ...] = ()
+    """Learning curves: each mouse is simulated with the largest count and every method is
+    trained on its first 30 / 60 / 120 ... trials (results keyed ``method@count``); empty:
+    one fit per method on the drawn trials."""
+
+    def keys(self) -> tuple[str, ...]:
+        """Result keys: the methods, or ``method@count`` for every count."""
+        if not self.trial_counts:
+            return self.methods
+        return tuple(f"{m}@{c}" for c in self.trial_counts for m in self.methods)
 
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in METHODS]
@@ -65,8 +77,12 @@ class SuiteSettings:
             raise ValueError(f"methods must be among {', '.join(METHODS)}, got {self.methods}")
         if self.mice < 1:
             raise ValueError("mice must be >= 1")
-        if not 0 <= self.lag <= 9:
+        if self.lag is not None and not 0 <= self.lag <= 9:
             raise ValueError("lag must be in 0..9")
+        if self.plain_same_window and self.lag is None:
+            raise ValueError("--plain-same-window needs --lag")
+        if any(c < 1 for c in self.trial_counts):
+            raise ValueError(f"trial counts must be >= 1, got {self.trial_counts}")
 
 
 @dataclass
@@ -76,18 +92,22 @@ class MouseResult:
     scores: dict[str, float] = field(default_factory=dict)
     per_clip: dict[str, dict[str, float]] = field(default_factory=dict)
     times_s: dict[str, float] = field(default_factory=dict)
+    choices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """What each trained model chose on validation (from its card)."""
 
-    @property
-    def reference(self) -> float:
-        """The better ridge's score (``ridge`` / ``plain``; NaN if neither ran)."""
-        vals = [self.scores[m] for m in ("ridge", "plain") if m in self.scores]
+    def reference(self, suffix: str = "") -> float:
+        """The better ridge's score (``ridge`` / ``plain`` [+ ``@count``]; NaN if neither)."""
+        vals = [self.scores[m + suffix] for m in ("ridge", "plain") if m + suffix in self.scores]
         vals = [v for v in vals if math.isfinite(v)]
         return max(vals) if vals else float("nan")
 
     def ratios(self) -> dict[str, float]:
-        ref = self.reference
-        return {m: (v / ref if ref and math.isfinite(ref) else float("nan"))
-                for m, v in self.scores.items()}
+        """Each score over the better ridge trained on the same number of trials."""
+        out = {}
+        for key, v in self.scores.items():
+            ref = self.reference(key[key.index("@"):] if "@" in key else "")
+            out[key] = v / ref if ref and math.isfinite(ref) else float("nan")
+        return out
 
 
 def summarise(results: Sequence[MouseResult], methods: Sequence[str]) -> dict[str, Any]:
@@ -102,7 +122,8 @@ def summarise(results: Sequence[MouseResult], methods: Sequence[str]) -> dict[st
                   "mean_score": float(np.nanmean(scores)) if np.isfinite(scores).any()
                   else None}
     if "ridge" in methods and "plain" in methods:
-        diff = np.array([r.scores["ridge"] - r.scores["plain"] for r in results])
+        diff = np.array([r.scores.get("ridge", np.nan) - r.scores.get("plain", np.nan)
+                         for r in results])
         out["ridge_minus_plain"] = {"min": float(diff.min()), "median": float(np.median(diff)),
                                     "mice_below_minus_0.005": int((diff < -0.005).sum())}
     return out
@@ -132,8 +153,9 @@ def report(s: SuiteSettings, results: Sequence[MouseResult]) -> dict[str, Any]:
     return {"settings": dataclasses.asdict(s),
             "mice": [{"seed": r.seed, "mouse": r.mouse, "scores": r.scores,
                       "ratio_to_better_ridge": r.ratios(), "times_s": r.times_s,
-                      "per_clip": r.per_clip} for r in results],
-            "summary": summarise(results, s.methods)}
+                      "choices": r.choices, "per_clip": r.per_clip} for r in results],
+            "summary": summarise(results, s.keys()),
+            "trial_counts": trial_count_curves(results, s) if s.trial_counts else None}
 
 
 def write_report(path: Path, content: dict[str, Any]) -> None:
@@ -142,3 +164,29 @@ def write_report(path: Path, content: dict[str, Any]) -> None:
 
 def _nan_none(x: Any) -> Any:
     return None if isinstance(x, float) and not math.isfinite(x) else str(x)
+
+
+def trial_count_curves(results: Sequence[MouseResult], s: SuiteSettings
+                       ) -> dict[str, list[dict[str, Any]]]:
+    """Per method, the mean (and std over mice) test score at each trial count."""
+    top = max(s.trial_counts)
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for m in s.methods:
+        pts = []
+        for c in s.trial_counts:
+            v = np.array([r.scores.get(f"{m}@{c}", np.nan) for r in results], np.float64)
+            v = v[np.isfinite(v)]
+            pts.append({"fraction": c / top, "trials": c, "mice": int(v.size),
+                        "mean": float(v.mean()) if v.size else None,
+                        "std": float(v.std()) if v.size else None})
+        curves[m] = pts
+    return curves
+
+
+def plot_trial_counts(results: Sequence[MouseResult], s: SuiteSettings, path: Path) -> None:
+    """``trial_counts.png``: test score against training trials, one line per method."""
+    from cortexcast.decoder.offline.report_images import curve_png
+
+    curve_png(trial_count_curves(results, s), path, neurons=max(s.trial_counts),
+              title=f"pixel correlation vs training trials ({len(results)} mice, mean +- sd)",
+              x_label="training trials (first N of each mouse)")

@@ -9,6 +9,7 @@ in an environment without torch, so nothing here (nor in
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -42,15 +43,32 @@ class ModelSettings:
     out: str
     """Path of the ONNX file; the card (.json), mask (.mask.npy) and .norm.npz go beside it."""
     window: int = 10
-    """W: imaging frames per reconstruction (1..10)."""
-    lag: int = 5
-    """L: frames of responses after the reconstructed frame (0..W-1); 5 = 167 ms at 30 Hz."""
+    """W: imaging frames per reconstruction (1..10); with ``lag`` None, the longest tried."""
+    lag: int | None = None
+    """L: frames of responses after the reconstructed frame (0..W-1; 9 = 300 ms at 30 Hz).
+    None: window and lag are chosen on validation with lag <= ``max_lag_ms``
+    (:mod:`~cortexcast.decoder.training.lag_choice`)."""
+    max_lag_ms: float = 300.0
+    """Latency budget of the lag choice (ms of responses after the frame)."""
+    default_alpha: float | None = 0.03
+    """The ridge penalty kept unless another beats it on the held-out clips by more than two
+    standard errors of the paired per-clip difference (None: plain arg-max). A few validation
+    clips pick alpha too noisily; this is the plain ridge's fixed penalty (issue 12)."""
+
+    train_trials: int | None = None
+    """Fit on the first this many training trials only (learning curves); None: all."""
 
     def __post_init__(self) -> None:
+        if self.train_trials is not None and self.train_trials < 1:
+            raise ValueError(f"train_trials must be >= 1, got {self.train_trials}")
         if not 1 <= self.window <= 10:
             raise ValueError(f"window must be in 1..10, got {self.window}")
-        if not 0 <= self.lag <= self.window - 1:
+        if self.lag is not None and not 0 <= self.lag <= self.window - 1:
             raise ValueError(f"lag must be in 0..window-1 ({self.window - 1}), got {self.lag}")
+        if not (self.max_lag_ms >= 0 and np.isfinite(self.max_lag_ms)):
+            raise ValueError(f"max lag must be a finite number of ms >= 0, got {self.max_lag_ms}")
+        if self.default_alpha is not None and not self.default_alpha > 0:
+            raise ValueError(f"default_alpha must be > 0 or None, got {self.default_alpha}")
         if not str(self.out).endswith(".onnx"):
             raise ValueError(f"the model path must end in .onnx, got {self.out}")
 
@@ -121,11 +139,21 @@ class TrainResult:
     history: list[dict[str, float]]
 
 
-def split_trials(ds: SensoriumDataset, train_tier: str, val_tier: str,
-                 seed: int) -> tuple[list[int], list[int], str]:
+def split_trials(ds: SensoriumDataset, train_tier: str, val_tier: str, seed: int,
+                 limit: int | None = None) -> tuple[list[int], list[int], str]:
     """(training ids, validation ids, description): the trials of ``train_tier`` with
     responses; validation = ``val_tier``'s trials with responses, else a seeded 10 % of the
-    training trials held out (with fewer than 2 training trials: validation on them)."""
+    training trials held out (with fewer than 2 training trials: validation on them).
+    ``limit``: keep only the first ``limit`` training trials (after the hold-out)."""
+    train, val, desc = _split_trials(ds, train_tier, val_tier, seed)
+    if limit is not None and limit < len(train):
+        log.info("training on the first %d of %d training trials", limit, len(train))
+        train = train[:limit]
+    return train, val, desc
+
+
+def _split_trials(ds: SensoriumDataset, train_tier: str, val_tier: str,
+                  seed: int) -> tuple[list[int], list[int], str]:
     train_ids = [i for i in ds.trial_ids(train_tier) if ds.trials[i].has_responses]
     if not train_ids:
         raise DatasetError(f"{ds.root}: tier {train_tier!r} has no trials with responses")
@@ -141,6 +169,24 @@ def split_trials(ds: SensoriumDataset, train_tier: str, val_tier: str,
     n_val = max(1, len(order) // 10)
     return sorted(int(i) for i in order[n_val:]), sorted(int(i) for i in order[:n_val]), \
         f"{n_val} trials held out of {train_tier}"
+
+
+def split_validation(ds: SensoriumDataset, ids: Sequence[int]) -> tuple[list[int], list[int]]:
+    """(early-stopping ids, selection ids): the validation trials split by clip, repeats of
+    one clip on the same side, alternate clips to each side (issue 12: a branch is kept only
+    where it beats the simpler model on trials early stopping never looked at). With a single
+    clip there is nothing independent to split: both sides are every trial."""
+    groups: dict[bytes, list[int]] = {}
+    for tid in ids:
+        key = hashlib.blake2b(np.ascontiguousarray(ds.video(tid)).tobytes(),
+                              digest_size=16).digest()
+        groups.setdefault(key, []).append(int(tid))
+    clips = sorted(groups.values())
+    if len(clips) < 2:
+        return list(ids), list(ids)
+    stop = sorted(t for g in clips[0::2] for t in g)
+    select = sorted(t for g in clips[1::2] for t in g)
+    return stop, select
 
 
 def simulation_extra(ds: SensoriumDataset) -> dict[str, Any]:

@@ -19,6 +19,8 @@ import torch
 
 from cortexcast.decoder.live.metric import clip_correlation, mean_over_clips
 from cortexcast.decoder.training.features import FeatureSet, FrontEnd
+from cortexcast.decoder.training.lag_choice import near_alphas
+from cortexcast.decoder.training.ridge_fit import choose_alpha
 
 log = logging.getLogger("cortexcast.decoder.training.train")
 
@@ -84,63 +86,96 @@ class RidgeBranch:
     alpha: float
     shift_px: float
     val_score: float
+    """Early-stopping split r of the kept solution."""
     scores: dict[str, float]
-    """Validation r of every (shift, alpha) tried, keyed "shift/alpha"."""
+    """Early-stopping split r of every (shift, alpha) tried, keyed "shift/alpha"."""
+    selection: dict[str, float] = field(default_factory=dict)
+    """Selection split r of the best shift and of shift 0 (the simpler model), when they
+    differ: the shift is kept only where it wins there too."""
 
 
-def fit_ridge_branch(train: FeatureSet, val: FeatureSet, front: FrontEnd, window: int,
-                     lag: int, alphas: Sequence[float], shifts: Sequence[float],
-                     mask: np.ndarray, shape: tuple, pix_mean: np.ndarray,
-                     basis: np.ndarray) -> RidgeBranch:
-    """Ridge from window features to retinal frame PCs, for each eye-shift gain in ``shifts``;
-    the (shift, alpha) with the best validation pixel correlation wins. Alpha is relative
-    (penalty = alpha x mean eigenvalue of the centred XᵀX), as in ``--method ridge``."""
+def fit_ridge_branch(train: FeatureSet, stop: FeatureSet, select: FeatureSet, front: FrontEnd,
+                     window: int, lag: int, alphas: Sequence[float],
+                     default_alpha: float | None, shifts: Sequence[float], mask: np.ndarray,
+                     shape: tuple, pix_mean: np.ndarray, basis: np.ndarray) -> RidgeBranch:
+    """Ridge from window features to retinal frame PCs, for each eye-shift gain in ``shifts``.
+
+    Per gain, alpha is chosen on the early-stopping split ``stop`` by
+    :func:`~.ridge_fit.choose_alpha` (``default_alpha`` unless another clearly beats it, as
+    ``--method ridge``; gains other than 0 try only the alphas near the default); the gain that scores best there is kept only if it also beats gain 0
+    on the ``select`` split (issue 12: a branch stays only where it beats the simpler model on
+    data its choice did not see). Alpha is relative (penalty = alpha x mean eigenvalue of
+    the centred XᵀX), as in ``--method ridge``."""
     x = design(train, window)
     mx = x.mean(0)
     xc = x - mx
     evals, evecs = np.linalg.eigh((xc.T @ xc).astype(np.float64))
     evals = np.maximum(evals, 0.0)
     scale = float(evals.mean()) or 1.0
-    xv = design(val, window)
-    xv_rot = ((xv - mx) @ evecs).astype(np.float32)
-    eye_t, eye_v = train.eye_z(front, window, lag), val.eye_z(front, window, lag)
-    best: tuple[float, float, float] | None = None
+    rotated = {id(fs): ((design(fs, window) - mx) @ evecs).astype(np.float32)
+               for fs in (stop, select)}
+    eyes = {id(fs): fs.eye_z(front, window, lag) for fs in (stop, select)}
+    eye_t = train.eye_z(front, window, lag)
     scores: dict[str, float] = {}
-    keep = None
-    order = sorted(shifts, key=abs)
-    step = min((abs(a - b) for a in shifts for b in shifts if a != b), default=0.0)
-    i = 0
-    while i < len(order):
-        c = order[i]
-        i += 1
+    solved: dict[float, tuple[float, float, np.ndarray, np.ndarray]] = {}
+
+    def score(fs: FeatureSet, b_rot: np.ndarray, my: np.ndarray, c: float) -> list[float]:
+        coef = rotated[id(fs)] @ b_rot + my
+        return per_trial_scores(to_screen(coef, eyes[id(fs)], c, shape, pix_mean, basis),
+                                fs, mask)
+
+    def solve(c: float) -> None:
         y = retinal_coefficients(train, eye_t, c, shape, pix_mean, basis)
         my = y.mean(0)
         proj = evecs.T @ (xc.T @ (y - my)).astype(np.float64)
-        tried = list(alphas) if best is None else _near(alphas, best[2])
-        for a in tried:
+        per, sols = [], []
+        grid = tuple(alphas) if c == 0 else near_alphas(alphas, default_alpha)
+        for a in grid:
             b_rot = (proj / (evals + a * scale)[:, None]).astype(np.float32)
-            coef = xv_rot @ b_rot + my
-            r = mean_over_clips(per_trial_scores(
-                to_screen(coef, eye_v, c, shape, pix_mean, basis), val, mask))
+            per.append(score(stop, b_rot, my, c))
+            sols.append(b_rot)
+        per_clip = np.array(per, np.float64).T
+        j, means = choose_alpha(per_clip, grid, default_alpha)
+        for a, r in zip(grid, means):
             scores[f"{c:g}/{a:g}"] = float(r)
-            if np.isfinite(r) and (best is None or r > best[0]):
-                best = (float(r), c, a)
-                keep = (evecs @ b_rot.astype(np.float64), my)
-        if i == len(shifts) and step > 0 and best is not None and best[1] != 0:
-            # refine: half the grid's step on both sides of the best gain
-            order += [best[1] - step / 2, best[1] + step / 2]
-    if best is None or keep is None:
+        solved[c] = (float(means[j]), float(grid[j]), sols[j], my)
+
+    order = sorted(shifts, key=abs)
+    for c in order:
+        solve(c)
+    step = min((abs(a - b) for a in shifts for b in shifts if a != b), default=0.0)
+    best = max(solved, key=lambda c: solved[c][0])
+    if step > 0 and best != 0:  # refine: half the grid's step on both sides of the best gain
+        for c in (best - step / 2, best + step / 2):
+            solve(c)
+        best = max(solved, key=lambda c: solved[c][0])
+    if not np.isfinite(solved[best][0]):
         raise ValueError("no ridge solution scored on the validation trials")
-    r, c, a = best
-    w, my = keep
+    selection: dict[str, float] = {}
+    if best != 0 and 0.0 in solved and select is not stop:
+        won = mean_over_clips(score(select, solved[best][2], solved[best][3], best))
+        plain = mean_over_clips(score(select, solved[0.0][2], solved[0.0][3], 0.0))
+        selection = {f"shift {best:g}": float(won), "shift 0": float(plain)}
+        if not won > plain:
+            log.info("eye shift %g px/z: selection r %.4f <= %.4f without; not kept", best,
+                     won, plain)
+            best = 0.0
+    r, a, b_rot, my = solved[best]
+    w = evecs @ b_rot.astype(np.float64)
     log.info("ridge branch: validation r %s; chosen shift %g px/z, alpha %g (r %.4f)",
-             ", ".join(f"{k}: {v:.4f}" for k, v in scores.items()), c, a, r)
-    return RidgeBranch(w.astype(np.float32), (my - mx @ w).astype(np.float32), a, c, r, scores)
+             ", ".join(f"{k}: {v:.4f}" for k, v in scores.items()), best, a, r)
+    return RidgeBranch(w.astype(np.float32), (my - mx @ w).astype(np.float32), a, best, r,
+                       scores, selection)
 
 
-def _near(alphas: Sequence[float], a: float) -> list[float]:
-    i = list(alphas).index(a)
-    return list(alphas)[max(0, i - 1): i + 2]
+def branch_score(br: RidgeBranch, fs: FeatureSet, front: FrontEnd, window: int, lag: int,
+                 mask: np.ndarray, shape: tuple, pix_mean: np.ndarray,
+                 basis: np.ndarray) -> float:
+    """Mean pixel correlation of a ridge branch on the trials of ``fs``."""
+    coef = design(fs, window) @ br.weight + br.bias
+    eye = fs.eye_z(front, window, lag)
+    return mean_over_clips(per_trial_scores(
+        to_screen(coef, eye, br.shift_px, shape, pix_mean, basis), fs, mask))
 
 
 # ------------------------------------------------------------------ the member training
@@ -163,12 +198,18 @@ class FitOptions:
 @dataclass
 class FitReport:
     member_scores: list[float]
-    """Best validation pixel correlation of each member."""
+    """Best early-stopping split pixel correlation of each member."""
     member_epochs: list[int]
     ensemble_score: float
+    """The ensemble on the early-stopping split."""
     ridge_score: float
+    """The ridge branch on the early-stopping split."""
     epochs_run: int
     history: list[dict[str, float]] = field(default_factory=list)
+    selection: dict[str, float] = field(default_factory=dict)
+    """Selection split r of the ensemble and of the ridge branch (the members are kept only
+    where the ensemble wins there: the split early stopping never looked at)."""
+    members_kept: bool = True
 
 
 class Cache:
@@ -247,13 +288,16 @@ def validation_score(model, cache: Cache, mask: np.ndarray,
     return mean_over_clips(per_trial_scores(predict(model, cache, members), cache.fs, mask))
 
 
-def fit_members(model, train: Cache, val: Cache, mask: np.ndarray, opt: FitOptions,
-                deadline: float | None,
+def fit_members(model, train: Cache, val: Cache, select: Cache, mask: np.ndarray,
+                opt: FitOptions, deadline: float | None,
                 tick: Callable[[dict], None] = lambda _: None) -> FitReport:
-    """AdamW on every member at once (each its own batches); keep each member's best state.
+    """AdamW on every member at once (each its own batches); keep each member's best state
+    on ``val`` (the early-stopping split); keep the members at all only if the ensemble beats
+    the ridge branch on ``select`` (the selection split; it may be ``val`` itself when the
+    validation trials show a single clip).
 
     Every member starts at zero (the graph = the ridge branch), scored as epoch 0, so a
-    member's kept state never scores below the ridge branch on the validation trials.
+    member's kept state never scores below the ridge branch on the early-stopping split.
     """
     gen = torch.Generator().manual_seed(opt.seed)
     adam = torch.optim.AdamW(list(model.members.parameters()), lr=opt.lr,
@@ -300,12 +344,19 @@ def fit_members(model, train: Cache, val: Cache, mask: np.ndarray, opt: FitOptio
     for m, st in zip(model.members, best_state):
         m.load_state_dict(st)
     ens = validation_score(model, val, mask) if n > 1 else best[0]
-    if not ens >= ridge:  # members that only help apart: fall back to the ridge branch
-        log.warning("ensemble validation r %.4f < ridge branch %.4f: members set to zero",
-                    ens, ridge)
+    if select is val:
+        sel_ens, sel_ridge = ens, ridge
+    else:
+        sel_ens, sel_ridge = (validation_score(model, select, mask),
+                              validation_score(model, select, mask, []))
+    kept = bool(sel_ens > sel_ridge and ens >= ridge)
+    if not kept:  # the nonlinear members do not beat the simpler model: the ridge branch
+        log.warning("ensemble r %.4f vs ridge branch %.4f on the selection split (%.4f vs "
+                    "%.4f early-stopping): members set to zero", sel_ens, sel_ridge, ens, ridge)
         zero_members(model)
-        ens = ridge
-    return FitReport(best, best_epoch, ens, ridge, epoch, history)
+        ens, sel_ens = ridge, sel_ridge
+    return FitReport(best, best_epoch, ens, ridge, epoch, history,
+                     {"ensemble": float(sel_ens), "ridge": float(sel_ridge)}, kept)
 
 
 def zero_members(model) -> None:

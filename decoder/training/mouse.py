@@ -7,6 +7,7 @@ The several-mice trainer (:mod:`cortexcast.decoder.training.multi_mouse`) reuses
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -22,15 +23,16 @@ from cortexcast.decoder.offline.dataset import DatasetError, SensoriumDataset
 from cortexcast.decoder.offline.evaluate import choose_mask
 from cortexcast.decoder.training.common import (
     ONNX_TOLERANCE, TrainResult, TrainSettings, activity_kind, dataset_extra, save_beside,
-    split_trials,
+    split_trials, split_validation,
 )
 from cortexcast.decoder.training.features import (
     FeatureSet, FrontEnd, build_features, check_trials, fit_front, fit_gain, fit_pixel_basis,
     has_behavior, trial_behavior,
 )
 from cortexcast.decoder.training.fit import (
-    Cache, FitOptions, FitReport, RidgeBranch, fit_members, fit_ridge_branch,
+    Cache, FitOptions, FitReport, RidgeBranch, branch_score, fit_members, fit_ridge_branch,
 )
+from cortexcast.decoder.training.lag_choice import WindowChoice, resolve_window
 from cortexcast.decoder.training.residual import ResidualDecoder, ResidualShape, export_residual
 from cortexcast.decoder.training.windows import Normalisation, normalisation, pad_responses, windows_of
 
@@ -54,8 +56,16 @@ class Mouse:
     pix_basis: np.ndarray
     train: FeatureSet
     val: FeatureSet
+    """The early-stopping split of the validation trials (alpha, eye shift, epochs)."""
+    select: FeatureSet
+    """The selection split (branches kept only where they win here); ``val`` itself when
+    the validation trials show one clip only."""
     ridge: RidgeBranch
     prep_s: float
+    settings: TrainSettings
+    """The settings with window and lag resolved (chosen on validation unless given)."""
+    window_choice: WindowChoice | None = None
+    gain_choice: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def prepare_mouse(data: str, s: TrainSettings, device: torch.device,
@@ -67,7 +77,8 @@ def prepare_mouse(data: str, s: TrainSettings, device: torch.device,
     if ds.n_neurons < 1:
         raise DatasetError(f"{ds.root}: no neurons in the responses")
     check_trials(ds, s.train_tier)
-    train_ids, val_ids, val_desc = split_trials(ds, s.train_tier, s.val_tier, s.seed)
+    train_ids, val_ids, val_desc = split_trials(ds, s.train_tier, s.val_tier, s.seed,
+                                                s.train_trials)
     mask, mask_desc = choose_mask(ds)
     norm = normalisation(ds, train_ids)
     behavior = s.behavior and has_behavior(ds, train_ids + val_ids)
@@ -79,12 +90,29 @@ def prepare_mouse(data: str, s: TrainSettings, device: torch.device,
             else np.zeros((2, ds.n_neurons), np.float32))
     front = fit_front(ds, train_ids, norm, beh_mean, beh_std, gain, s.readout, s.pca_frames,
                       s.seed)
+
+    def features(tid: int, window: int, lag: int) -> np.ndarray:
+        beh = trial_behavior(ds, tid, window, lag, front.beh_mean)
+        return front(pad_responses(ds.responses(tid), window, lag), beh)
+
+    s, choice = resolve_window(s, ds, train_ids, val_ids, features, mask, s.alphas,
+                               say=lambda msg: log.info("%s", msg))
+    if choice is not None:
+        log.info("%s (%.0f s)", choice.describe(), time.monotonic() - t0)
     pix_mean, basis = frame_basis or fit_pixel_basis(ds, train_ids, s.pixels)
-    train = build_features(ds, train_ids, front, s.window, s.lag)
-    val = build_features(ds, val_ids, front, s.window, s.lag)
+    stop_ids, select_ids = split_validation(ds, val_ids)
+    split = (train_ids, stop_ids, select_ids)
+    gain_choice: dict[str, Any] = {"kept": False, "why": "no behaviour" if not behavior
+                                   else "switched off (--no-gain)" if not s.gain else
+                                   "no neuron's gain could be fitted"}
+    if np.any(front.gain):
+        front, (train, val, select), gain_choice = choose_gain(ds, s, front, split, mask,
+                                                               pix_mean, basis)
+    else:
+        train, val, select = feature_sets(ds, s, front, split)
     shifts = s.eye_shifts if behavior else (0.0,)
-    ridge = fit_ridge_branch(train, val, front, s.window, s.lag, s.alphas, shifts, mask,
-                             ds.frame_shape, pix_mean, basis)
+    ridge = fit_ridge_branch(train, val, select, front, s.window, s.lag, s.alphas,
+                             s.default_alpha, shifts, mask, ds.frame_shape, pix_mean, basis)
     prep = time.monotonic() - t0
     log.info("%s | train %d trials (%d frames), validation: %s, mask: %s (%d px), "
              "normalisation: %s, %d components, %d frame PCs, behaviour: %s, ridge branch r "
@@ -93,7 +121,45 @@ def prepare_mouse(data: str, s: TrainSettings, device: torch.device,
              front.axes.shape[1], basis.shape[1], behavior, ridge.val_score, ridge.alpha,
              ridge.shift_px, prep)
     return Mouse(ds, train_ids, val_ids, val_desc, mask, mask_desc, norm, behavior, front,
-                 pix_mean, basis, train, val, ridge, prep)
+                 pix_mean, basis, train, val, select, ridge, prep, s, choice, gain_choice)
+
+
+def feature_sets(ds: SensoriumDataset, s: TrainSettings, front: FrontEnd,
+                 split: tuple[list[int], list[int], list[int]]
+                 ) -> tuple[FeatureSet, FeatureSet, FeatureSet]:
+    """(training, early-stopping, selection) feature caches; the last two are one object
+    when the selection split is the early-stopping split."""
+    train_ids, stop_ids, select_ids = split
+    train = build_features(ds, train_ids, front, s.window, s.lag)
+    val = build_features(ds, stop_ids, front, s.window, s.lag)
+    select = (val if select_ids == stop_ids
+              else build_features(ds, select_ids, front, s.window, s.lag))
+    return train, val, select
+
+
+def choose_gain(ds: SensoriumDataset, s: TrainSettings, front: FrontEnd,
+                split: tuple[list[int], list[int], list[int]], mask: np.ndarray,
+                pix_mean: np.ndarray, basis: np.ndarray):
+    """Keep the behavioural gain correction only where it helps: the ridge branch (no eye
+    shift) with and without it, alpha chosen on the early-stopping split, compared on the
+    selection split. Both use the same principal axes (fitted on the corrected responses),
+    so only the correction differs. Returns (front end, its feature caches, the record)."""
+    variants = {"gain": front,
+                "no gain": dataclasses.replace(front, gain=np.zeros_like(front.gain))}
+    caches, scores = {}, {}
+    for name, fr in variants.items():
+        caches[name] = feature_sets(ds, s, fr, split)
+        train, val, select = caches[name]
+        br = fit_ridge_branch(train, val, select, fr, s.window, s.lag, s.alphas,
+                              s.default_alpha, (0.0,), mask, ds.frame_shape, pix_mean, basis)
+        scores[name] = branch_score(br, select, fr, s.window, s.lag, mask, ds.frame_shape,
+                                    pix_mean, basis)
+    keep = "gain" if scores["gain"] > scores["no gain"] else "no gain"
+    log.info("behavioural gain: selection r %.4f with, %.4f without: %s", scores["gain"],
+             scores["no gain"], "kept" if keep == "gain" else "not kept")
+    record = {"kept": keep == "gain", "selection_scores": scores,
+              "why": "ridge branch with vs without the correction on the selection split"}
+    return variants[keep], caches[keep], record
 
 
 def build_model(m: Mouse, s: TrainSettings, members: int) -> ResidualDecoder:
@@ -114,12 +180,14 @@ def fit_options(s: TrainSettings) -> FitOptions:
 
 
 def fit_and_export(m: Mouse, s: TrainSettings, device: torch.device, t0: float) -> TrainResult:
+    s = m.settings  # window and lag as resolved by prepare_mouse
     model = build_model(m, s, s.ensemble).to(device)
     train_c = Cache(model, m.train, m.front, device, targets=True)
     val_c = Cache(model, m.val, m.front, device, targets=False)
+    sel_c = val_c if m.select is m.val else Cache(model, m.select, m.front, device, False)
     deadline = None if s.time_budget_s is None else t0 + s.time_budget_s
     bar = _progress(s)
-    report = fit_members(model, train_c, val_c, m.mask, fit_options(s), deadline, bar)
+    report = fit_members(model, train_c, val_c, sel_c, m.mask, fit_options(s), deadline, bar)
     train_time = time.monotonic() - t0
     info = card_info(m, s, model, report, device, train_time)
     card = export_checked(model, m, s, Path(s.out), info)
@@ -157,20 +225,41 @@ def card_info(m: Mouse, s: TrainSettings, model: ResidualDecoder, r: FitReport,
             "gain_corrected": bool(np.any(m.front.gain)),
             "epochs_run": r.epochs_run, "device": str(device), "seed": s.seed,
             "shape": model.s.to_dict(), "prepare_s": round(m.prep_s, 1),
-            "history": r.history},
+            "history": r.history, "choices": choices(m, r)},
     }
     if model.s.behavior:
         extra["behavior_inputs"] = list(BEHAVIOR_KEYS)
+    score = r.selection.get("ensemble", r.ensemble_score)
+    members = "" if r.members_kept else "; nonlinear members not kept (did not beat ridge)"
     return {
         "method": f"{model.s.describe()}; loss MSE + {s.corr_weight:g} x (1 - r); AdamW lr "
-                  f"{s.lr:g}; each member early-stopped on {m.val_desc}",
-        "validation_score": r.ensemble_score if np.isfinite(r.ensemble_score) else None,
+                  f"{s.lr:g}; each member early-stopped on {m.val_desc}{members}",
+        "validation_score": score if np.isfinite(score) else None,
         "training_time_s": round(train_time, 2),
         "data_used": {"folder": str(Path(m.ds.root).resolve()), "train_tier": s.train_tier,
                       "train_trials": len(m.train_ids), "train_frames": m.train.frames,
                       "validation": m.val_desc, "validation_trials": len(m.val_ids),
                       "eval_mask": m.mask_desc, "normalisation": m.norm.source},
         "extra": extra,
+    }
+
+
+def choices(m: Mouse, r: FitReport) -> dict[str, Any]:
+    """What was chosen and why: the validation scores of every candidate (issue 12)."""
+    split = ("one validation clip: no independent selection split" if m.select is m.val else
+             f"early stopping, alpha and eye-shift search on {len(m.val.ids)} validation "
+             f"trials; branch selection on {len(m.select.ids)} others (other clips)")
+    return {
+        "validation_split": split,
+        "window_lag": (m.window_choice.to_dict() if m.window_choice is not None
+                       else {"window": m.settings.window, "lag": m.settings.lag,
+                             "given": True}),
+        "eye_shift": {"kept_px_per_z": m.ridge.shift_px, "selection_scores": m.ridge.selection},
+        "gain": m.gain_choice,
+        "members": {"kept": r.members_kept, "selection_scores": r.selection,
+                    "early_stopping_scores": {"ensemble": r.ensemble_score,
+                                              "ridge": r.ridge_score}},
+        "validation_score_is": "the final model on the selection split",
     }
 
 

@@ -71,6 +71,7 @@ def train_mice(datas: list[str], s: TrainSettings) -> list[TrainResult]:
     torch.manual_seed(s.seed)
     device = pick_device(s.device)
     first = prepare_mouse(datas[0], s, device)
+    s = first.settings  # one window and lag for every mouse: the first mouse's choice
     mice = [first] + [prepare_mouse(d, s, device, (first.pix_mean, first.pix_basis))
                       for d in datas[1:]]
     h_w = {m.ds.frame_shape for m in mice}
@@ -157,9 +158,14 @@ def fit_tied(models: list[ResidualDecoder], mice: list[Mouse], s: TrainSettings,
         for mem, st in zip(models[k].members, states[k]):
             mem.load_state_dict(st)
         vc = Cache(models[k], m.val, m.front, device, False)
+        sc = vc if m.select is m.val else Cache(models[k], m.select, m.front, device, False)
         ens = validation_score(models[k], vc, m.mask) if n > 1 else best[k][0]
-        if not ens >= ridge[k]:
+        sel = {"ensemble": validation_score(models[k], sc, m.mask),
+               "ridge": validation_score(models[k], sc, m.mask, [])}
+        kept = bool(sel["ensemble"] > sel["ridge"] and ens >= ridge[k])
+        if not kept:  # as in fit_members: members only where they win on the selection split
             zero_members(models[k])
-            ens = ridge[k]
-        reports.append(FitReport(best[k], best_epoch[k], ens, ridge[k], epoch, history[k]))
+            ens, sel["ensemble"] = ridge[k], sel["ridge"]
+        reports.append(FitReport(best[k], best_epoch[k], ens, ridge[k], epoch, history[k],
+                                 sel, kept))
     return reports

@@ -11,7 +11,9 @@ Steps (every trial streamed from disk; memory ~ (W·K)² + N·K floats, never th
    streamed N×N second-moment matrix;
 3. the causal window of :mod:`cortexcast.decoder.training.windows` (frame t sees responses
    ``t + lag - W + 1 .. t + lag``; zero raw rows outside the trial, exactly as live) in PCA
-   space is the design row (W·K features); Xᵀ X and Xᵀ Y are accumulated trial by trial;
+   space is the design row (W·K features); Xᵀ X and Xᵀ Y are accumulated trial by trial.
+   Without ``--lag``, window and lag are first chosen on validation with lag within
+   ``--max-lag-ms`` (:mod:`~cortexcast.decoder.training.lag_choice`);
 4. ridge in closed form for every alpha at once (one eigendecomposition of the centred Xᵀ X);
    ``alpha`` is relative: the penalty is ``alpha × trace(Xᵀ X) / (W·K)``, so one grid fits
    any data scale. Each alpha is scored per held-out clip with the
@@ -54,6 +56,7 @@ from cortexcast.decoder.offline.evaluate import choose_mask
 from cortexcast.decoder.training.common import (
     ALPHAS, ModelSettings, TrainResult, activity_kind, dataset_extra, split_trials,
 )
+from cortexcast.decoder.training.lag_choice import resolve_window
 from cortexcast.decoder.training.ridge_export import export_ridge, reduced_rank
 from cortexcast.decoder.training.ridge_fit import (
     LinearFrontEnd, RidgeFit, Sums, choose_alpha, cv_folds, fit_pca, fit_ridge, pixel_axes,
@@ -82,10 +85,6 @@ class RidgeSettings(ModelSettings):
     pixel_components: int = 256
     """R: rank of the lag→pixel weights (reduced-rank ridge); capped at min(W·K, H·W), where
     the factored model equals the full ridge exactly."""
-    default_alpha: float | None = 0.03
-    """The alpha kept unless another one beats it on the held-out clips by more than two
-    standard errors of the paired per-clip difference (None: plain arg-max). A few validation
-    clips pick alpha too noisily; this is the plain ridge's fixed penalty (issue 12)."""
     cv_folds: int = 0
     """Alpha is chosen on the validation tier *and* on every training trial held out in
     ``cv_folds``-fold cross-validation (by trial; 0 or 1: validation tier only). A validation
@@ -101,8 +100,6 @@ class RidgeSettings(ModelSettings):
             raise ValueError(f"alphas must be positive finite numbers, got {self.alphas!r}")
         if self.pixel_components < 1:
             raise ValueError(f"pixel_components must be >= 1, got {self.pixel_components}")
-        if self.default_alpha is not None and not self.default_alpha > 0:
-            raise ValueError(f"default_alpha must be > 0 or None, got {self.default_alpha}")
         if self.cv_folds < 0:
             raise ValueError(f"cv_folds must be >= 0, got {self.cv_folds}")
         if self.pca_frames < 2:
@@ -127,7 +124,8 @@ def train_ridge(s: RidgeSettings) -> TrainResult:
     ds = SensoriumDataset(s.data)
     if ds.n_neurons < 1:
         raise DatasetError(f"{ds.root}: no neurons in the responses")
-    train_ids, val_ids, val_desc = split_trials(ds, s.train_tier, s.val_tier, s.seed)
+    train_ids, val_ids, val_desc = split_trials(ds, s.train_tier, s.val_tier, s.seed,
+                                                s.train_trials)
     mask, mask_desc = choose_mask(ds)
     norm = normalisation(ds, train_ids)
     k = min(s.components, ds.n_neurons)
@@ -137,6 +135,11 @@ def train_ridge(s: RidgeSettings) -> TrainResult:
     log.info("%s | ridge: train %d trials, validation: %s, mask: %s (%d px), %d components",
              ds, len(train_ids), val_desc, mask_desc, int(mask.sum()), k)
     front, explained = fit_pca(ds, train_ids, norm, k, s.pca_frames, s.seed)
+    s, choice = resolve_window(s, ds, train_ids, val_ids,
+                               lambda t, w, lag: trial_features(ds, t, front, w, lag), mask,
+                               s.alphas, say=lambda m: log.info("%s", m))
+    if choice is not None:
+        log.info("%s (%.1f s)", choice.describe(), time.monotonic() - t0)
     d = s.window * k
     folds = cv_folds(train_ids, s.cv_folds, s.seed)
     fold_of = {tid: f for f, ids in enumerate(folds) for tid in ids}
@@ -203,7 +206,8 @@ def train_ridge(s: RidgeSettings) -> TrainResult:
                for j, (a, r, c) in enumerate(zip(fit.alphas, val_scores, scores))]
     info = {
         "method": (f"ridge regression (closed form) on {k} PCA components of z-scored "
-                   f"responses, causal window {s.window} frames, lag {s.lag}; alpha "
+                   f"responses, causal window {s.window} frames, lag {s.lag} "
+                   f"({'given' if choice is None else 'chosen on validation'}); alpha "
                    f"{alpha:g} chosen on {val_desc}"
                    f"{f' and {len(folds)}-fold cross-validation' if folds else ''}; "
                    f"lag→pixel weights of rank {rank}"),
@@ -220,6 +224,7 @@ def train_ridge(s: RidgeSettings) -> TrainResult:
                                "pixel_components": rank,
                                "val_r_full_rank": float(val_scores[best]),
                                "cv_folds": len(folds),
+                               "window_choice": None if choice is None else choice.to_dict(),
                                "pca_explained_fraction": _explained_fraction(explained, ds,
                                                                              front),
                                "seed": s.seed}},

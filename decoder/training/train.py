@@ -3,20 +3,31 @@
 ``--method ridge`` is :func:`cortexcast.decoder.training.ridge.train_ridge`. ``--method decoder`` (the
 default) is the live decoder of :mod:`cortexcast.decoder.training.residual`:
 
-1. open the dataset; training trials = tier ``train``; validation = tier ``oracle`` if it has
-   responses, else a seeded 10 % of the training trials; refuse training trials whose
-   responses are all NaN; evaluation mask = the one ``evaluate`` would choose;
-2. the fixed front end (:mod:`cortexcast.decoder.training.features`): each neuron's behavioural gain
-   (pupil, running) divided out, z-score with the dataset's statistics, top K principal
-   axes; every padded training and validation row goes through it once (the cache);
-3. the ridge branch in closed form on the cached windows, to the top P principal components
-   of the frames in *retinal* coordinates; the eye-shift gain (pixels per pupil-centre z)
-   and alpha are chosen together on validation (gain 0 = the plain screen-coordinate ridge);
-4. ``ensemble`` nonlinear members trained at once by AdamW on random frames, each starting
-   at zero (= the ridge branch) and early-stopped on its own validation score, until the
-   time budget runs out;
-5. export one ONNX graph (members averaged inside), check onnxruntime against torch on
-   held-out windows, write the card, the mask and ``<stem>.norm.npz``.
+1. open the dataset; training trials = tier ``train`` (``--train-trials``: the first N);
+   validation = tier ``oracle`` if it has responses, else a seeded 10 % of the training
+   trials; the validation trials are split by clip into an *early-stopping* split and a
+   *selection* split (:func:`~cortexcast.decoder.training.common.split_validation`);
+   refuse training trials whose responses are all NaN; evaluation mask = the one
+   ``evaluate`` would choose;
+2. the fixed front end (:mod:`cortexcast.decoder.training.features`): each neuron's
+   behavioural gain (pupil, running), z-score with the dataset's statistics, top K
+   principal axes;
+3. without ``--lag``: window and lag chosen on validation among every lag within
+   ``--max-lag-ms`` (:mod:`cortexcast.decoder.training.lag_choice`);
+4. the gain correction kept only if the ridge branch with it beats the one without on the
+   selection split; every training and validation row goes through the front end once
+   (the cache);
+5. the ridge branch in closed form on the cached windows, to the top P principal components
+   of the frames in *retinal* coordinates; alpha chosen as ``--method ridge`` does, the
+   eye-shift gain (pixels per pupil-centre z) on the early-stopping split and kept only if
+   it beats gain 0 on the selection split;
+6. ``ensemble`` nonlinear members trained at once by AdamW on random frames, each starting
+   at zero (= the ridge branch) and early-stopped on the early-stopping split, until the
+   time budget runs out; kept only if the ensemble beats the ridge branch on the selection
+   split (else the model is the ridge branch);
+7. export one ONNX graph (members averaged inside), check onnxruntime against torch on
+   held-out windows, write the card (every choice with its candidates' validation scores
+   under ``extra.training.choices``), the mask and ``<stem>.norm.npz``.
 
 Several ``--data`` folders: :mod:`cortexcast.decoder.training.multi_mouse`. The settings,
 result and split live in :mod:`cortexcast.decoder.training.common` (no torch there).
