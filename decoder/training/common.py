@@ -109,7 +109,8 @@ class TrainSettings(ModelSettings):
     feature_noise: float = 0.3
     """Std of Gaussian noise added to standardised features while training (augmentation)."""
     alphas: tuple[float, ...] = ALPHAS
-    pca_frames: int = 8000
+    pca_frames: int = 20_000
+    """Training frames (evenly spread) the front end's PCA is fitted on (see ``RidgeSettings``)."""
     train_tier: str = "train"
     val_tier: str = "oracle"
     progress: bool = True

@@ -20,7 +20,7 @@ import torch
 from cortexcast.decoder.live.metric import clip_correlation, mean_over_clips
 from cortexcast.decoder.training.features import FeatureSet, FrontEnd
 from cortexcast.decoder.training.lag_choice import near_alphas
-from cortexcast.decoder.training.ridge_fit import choose_alpha
+from cortexcast.decoder.training.ridge_fit import choose_alpha, clearly_better
 
 log = logging.getLogger("cortexcast.decoder.training.train")
 
@@ -102,9 +102,10 @@ def fit_ridge_branch(train: FeatureSet, stop: FeatureSet, select: FeatureSet, fr
 
     Per gain, alpha is chosen on the early-stopping split ``stop`` by
     :func:`~.ridge_fit.choose_alpha` (``default_alpha`` unless another clearly beats it, as
-    ``--method ridge``; gains other than 0 try only the alphas near the default); the gain that scores best there is kept only if it also beats gain 0
-    on the ``select`` split (issue 12: a branch stays only where it beats the simpler model on
-    data its choice did not see). Alpha is relative (penalty = alpha x mean eigenvalue of
+    ``--method ridge``; gains other than 0 try only the alphas near the default); the gain
+    that scores best there is kept only if it also beats gain 0 clearly
+    (:func:`~.ridge_fit.clearly_better`) on the ``select`` split (issue 12: a branch stays
+    only where it beats the simpler model on data its choice did not see). Alpha is relative (penalty = alpha x mean eigenvalue of
     the centred XᵀX), as in ``--method ridge``."""
     x = design(train, window)
     mx = x.mean(0)
@@ -153,12 +154,13 @@ def fit_ridge_branch(train: FeatureSet, stop: FeatureSet, select: FeatureSet, fr
         raise ValueError("no ridge solution scored on the validation trials")
     selection: dict[str, float] = {}
     if best != 0 and 0.0 in solved and select is not stop:
-        won = mean_over_clips(score(select, solved[best][2], solved[best][3], best))
-        plain = mean_over_clips(score(select, solved[0.0][2], solved[0.0][3], 0.0))
-        selection = {f"shift {best:g}": float(won), "shift 0": float(plain)}
-        if not won > plain:
-            log.info("eye shift %g px/z: selection r %.4f <= %.4f without; not kept", best,
-                     won, plain)
+        per = np.array([score(select, solved[0.0][2], solved[0.0][3], 0.0),
+                        score(select, solved[best][2], solved[best][3], best)]).T
+        pick, means = clearly_better(per, 0)  # shift 0 unless the shift wins clearly
+        selection = {f"shift {best:g}": float(means[1]), "shift 0": float(means[0])}
+        if pick == 0:
+            log.info("eye shift %g px/z: selection r %.4f vs %.4f without, not clearly "
+                     "better; not kept", best, means[1], means[0])
             best = 0.0
     r, a, b_rot, my = solved[best]
     w = evecs @ b_rot.astype(np.float64)
@@ -168,14 +170,14 @@ def fit_ridge_branch(train: FeatureSet, stop: FeatureSet, select: FeatureSet, fr
                        scores, selection)
 
 
-def branch_score(br: RidgeBranch, fs: FeatureSet, front: FrontEnd, window: int, lag: int,
-                 mask: np.ndarray, shape: tuple, pix_mean: np.ndarray,
-                 basis: np.ndarray) -> float:
-    """Mean pixel correlation of a ridge branch on the trials of ``fs``."""
+def branch_scores(br: RidgeBranch, fs: FeatureSet, front: FrontEnd, window: int, lag: int,
+                  mask: np.ndarray, shape: tuple, pix_mean: np.ndarray,
+                  basis: np.ndarray) -> list[float]:
+    """Pixel correlation of a ridge branch on each trial of ``fs``."""
     coef = design(fs, window) @ br.weight + br.bias
     eye = fs.eye_z(front, window, lag)
-    return mean_over_clips(per_trial_scores(
-        to_screen(coef, eye, br.shift_px, shape, pix_mean, basis), fs, mask))
+    return per_trial_scores(to_screen(coef, eye, br.shift_px, shape, pix_mean, basis), fs,
+                            mask)
 
 
 # ------------------------------------------------------------------ the member training
