@@ -107,8 +107,10 @@ def prepare_mouse(data: str, s: TrainSettings, device: torch.device,
                                    else "switched off (--no-gain)" if not s.gain else
                                    "no neuron's gain could be fitted"}
     if np.any(front.gain):
-        front, (train, val, select), gain_choice = choose_gain(ds, s, front, split, mask,
-                                                               pix_mean, basis)
+        plain_front = fit_front(ds, train_ids, norm, beh_mean, beh_std, np.zeros_like(gain),
+                                s.readout, s.pca_frames, s.seed)
+        front, (train, val, select), gain_choice = choose_gain(
+            ds, s, {"gain": front, "no gain": plain_front}, split, mask, pix_mean, basis)
     else:
         train, val, select = feature_sets(ds, s, front, split)
     shifts = s.eye_shifts if behavior else (0.0,)
@@ -138,15 +140,14 @@ def feature_sets(ds: SensoriumDataset, s: TrainSettings, front: FrontEnd,
     return train, val, select
 
 
-def choose_gain(ds: SensoriumDataset, s: TrainSettings, front: FrontEnd,
+def choose_gain(ds: SensoriumDataset, s: TrainSettings, variants: dict[str, FrontEnd],
                 split: tuple[list[int], list[int], list[int]], mask: np.ndarray,
                 pix_mean: np.ndarray, basis: np.ndarray):
     """Keep the behavioural gain correction only where it helps: the ridge branch (no eye
-    shift) with and without it, alpha chosen on the early-stopping split, compared on the
-    selection split. Both use the same principal axes (fitted on the corrected responses),
-    so only the correction differs. Returns (front end, its feature caches, the record)."""
-    variants = {"gain": front,
-                "no gain": dataclasses.replace(front, gain=np.zeros_like(front.gain))}
+    shift) on the front end with it (``variants["gain"]``) and on one fitted without it
+    (``"no gain"``: its own principal axes; the corrected responses' axes cost an uncorrected
+    front end 0.01 on a suite mouse), alpha chosen on the early-stopping split, compared on
+    the selection split. Returns (front end, its feature caches, the record)."""
     caches, per = {}, []
     for name, fr in variants.items():
         caches[name] = feature_sets(ds, s, fr, split)
