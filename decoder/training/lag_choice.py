@@ -121,7 +121,8 @@ def choose_window(train: Iterable[tuple[np.ndarray, np.ndarray]],
                   alphas: Sequence[float], default_alpha: float | None, pix_mean: np.ndarray,
                   basis: np.ndarray, mask: np.ndarray, shape: tuple[int, int],
                   say: Callable[[str], None] = lambda _: None) -> WindowChoice:
-    """The best (window, lag) of ``cands`` on the validation trials.
+    """The (window, lag) of ``cands`` the validation trials support: the longest window at
+    the longest lag unless others beat it clearly clip by clip, then the best of those.
 
     ``train`` / ``val`` yield (features of one trial padded for :func:`wide_window`
     (T + W_wide - 1, K) float32, its video (T, H·W)); ``basis`` (H·W, P) are the frame
