@@ -346,6 +346,15 @@ def fit_members(model, train: Cache, val: Cache, select: Cache, mask: np.ndarray
     for m, st in zip(model.members, best_state):
         m.load_state_dict(st)
     ens = validation_score(model, val, mask) if n > 1 else best[0]
+    ens, selection, kept = keep_members_if_better(model, val, select, mask, ens, ridge)
+    return FitReport(best, best_epoch, ens, ridge, epoch, history, selection, kept)
+
+
+def keep_members_if_better(model, val: Cache, select: Cache, mask: np.ndarray, ens: float,
+                           ridge: float) -> tuple[float, dict[str, float], bool]:
+    """Zero the members unless the ensemble beats the ridge branch on the selection split
+    (and is no worse on the early-stopping split, where it scored ``ens`` against
+    ``ridge``); (early-stopping score of what is kept, selection scores, kept)."""
     if select is val:
         sel_ens, sel_ridge = ens, ridge
     else:
@@ -357,8 +366,7 @@ def fit_members(model, train: Cache, val: Cache, select: Cache, mask: np.ndarray
                     "%.4f early-stopping): members set to zero", sel_ens, sel_ridge, ens, ridge)
         zero_members(model)
         ens, sel_ens = ridge, sel_ridge
-    return FitReport(best, best_epoch, ens, ridge, epoch, history,
-                     {"ensemble": float(sel_ens), "ridge": float(sel_ridge)}, kept)
+    return ens, {"ensemble": float(sel_ens), "ridge": float(sel_ridge)}, kept
 
 
 def zero_members(model) -> None:

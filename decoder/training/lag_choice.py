@@ -177,16 +177,18 @@ def choose_window(train: Iterable[tuple[np.ndarray, np.ndarray]],
 
 def resolve_window(s: "ModelSettings", ds: SensoriumDataset, train_ids: Sequence[int],
                    val_ids: Sequence[int], features: TrialFeatures, mask: np.ndarray,
-                   alphas: Sequence[float], say: Callable[[str], None] = lambda _: None
+                   alphas: Sequence[float], say: Callable[[str], None] = lambda _: None,
+                   frame_basis: tuple[np.ndarray, np.ndarray] | None = None
                    ) -> tuple["ModelSettings", WindowChoice | None]:
     """``s`` with window and lag chosen (when ``s.lag`` is None) and the choice; ``s`` and
     None when the user set the lag. ``features(tid, window, lag)`` is the trial's padded
-    front-end features, the method's own (ridge: PCA; decoder: gain + PCA)."""
+    front-end features, the method's own (ridge: PCA; decoder: gain + PCA); ``frame_basis``
+    (mean, axes) the frame components to fit (default: the top 256 of the training frames)."""
     if s.lag is not None:
         return s, None
     cands = candidates(s.window, max_lag_frames(s.max_lag_ms, s.window))
     wide = wide_window(cands)
-    pix_mean, basis = fit_pixel_basis(ds, train_ids, CHOICE_FRAME_COMPONENTS)
+    pix_mean, basis = frame_basis or fit_pixel_basis(ds, train_ids, CHOICE_FRAME_COMPONENTS)
     train = ((features(t, *wide), ds.video(t)) for t in train_ids)
     val = [(features(t, *wide), ds.video(t)) for t in val_ids]
     choice = choose_window(train, val, cands, alphas, s.default_alpha, pix_mean, basis, mask,

@@ -96,11 +96,12 @@ def prepare_mouse(data: str, s: TrainSettings, device: torch.device,
         beh = trial_behavior(ds, tid, window, lag, front.beh_mean)
         return front(pad_responses(ds.responses(tid), window, lag), beh)
 
+    pix_mean, basis = frame_basis or fit_pixel_basis(ds, train_ids, s.pixels)
     s, choice = resolve_window(s, ds, train_ids, val_ids, features, mask, s.alphas,
-                               say=lambda msg: log.info("%s", msg))
+                               say=lambda msg: log.info("%s", msg),
+                               frame_basis=(pix_mean, basis))
     if choice is not None:
         log.info("%s (%.0f s)", choice.describe(), time.monotonic() - t0)
-    pix_mean, basis = frame_basis or fit_pixel_basis(ds, train_ids, s.pixels)
     stop_ids, select_ids = split_validation(ds, val_ids)
     split = (train_ids, stop_ids, select_ids)
     gain_choice: dict[str, Any] = {"kept": False, "why": "no behaviour" if not behavior
@@ -186,8 +187,9 @@ def fit_options(s: TrainSettings) -> FitOptions:
                       feature_noise=s.feature_noise, seed=s.seed)
 
 
-def fit_and_export(m: Mouse, s: TrainSettings, device: torch.device, t0: float) -> TrainResult:
-    s = m.settings  # window and lag as resolved by prepare_mouse
+def fit_and_export(m: Mouse, device: torch.device, t0: float) -> TrainResult:
+    """Train the members and export, with the mouse's settings (window and lag resolved)."""
+    s = m.settings
     model = build_model(m, s, s.ensemble).to(device)
     train_c = Cache(model, m.train, m.front, device, targets=True)
     val_c = Cache(model, m.val, m.front, device, targets=False)

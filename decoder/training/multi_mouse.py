@@ -27,8 +27,8 @@ import torch
 
 from cortexcast.decoder.training.common import TrainResult, TrainSettings
 from cortexcast.decoder.training.device import pick_device
-from cortexcast.decoder.training.fit import (Cache, FitReport, member_batch_loss, validation_score,
-                                  zero_members)
+from cortexcast.decoder.training.fit import (Cache, FitReport, keep_members_if_better,
+                                  member_batch_loss, validation_score)
 from cortexcast.decoder.training.mouse import (
     Mouse, build_model, card_info, export_checked, fit_options, prepare_mouse,
 )
@@ -160,12 +160,7 @@ def fit_tied(models: list[ResidualDecoder], mice: list[Mouse], s: TrainSettings,
         vc = Cache(models[k], m.val, m.front, device, False)
         sc = vc if m.select is m.val else Cache(models[k], m.select, m.front, device, False)
         ens = validation_score(models[k], vc, m.mask) if n > 1 else best[k][0]
-        sel = {"ensemble": validation_score(models[k], sc, m.mask),
-               "ridge": validation_score(models[k], sc, m.mask, [])}
-        kept = bool(sel["ensemble"] > sel["ridge"] and ens >= ridge[k])
-        if not kept:  # as in fit_members: members only where they win on the selection split
-            zero_members(models[k])
-            ens, sel["ensemble"] = ridge[k], sel["ridge"]
+        ens, sel, kept = keep_members_if_better(models[k], vc, sc, m.mask, ens, ridge[k])
         reports.append(FitReport(best[k], best_epoch[k], ens, ridge[k], epoch, history[k],
                                  sel, kept))
     return reports

@@ -50,4 +50,4 @@ def train(s: TrainSettings) -> TrainResult:
     torch.manual_seed(s.seed)
     device = pick_device(s.device)
     mouse = prepare_mouse(s.data, s, device)
-    return fit_and_export(mouse, s, device, t0)
+    return fit_and_export(mouse, device, t0)
