@@ -22,7 +22,8 @@ onnx = pytest.importorskip("onnx")
 WINDOW, LAG, DELAY = 4, 2, 2
 
 
-def _write_onnx(path: Path, weight: np.ndarray, bias: np.ndarray, neurons: int) -> Path:
+def _write_onnx(path: Path, weight: np.ndarray, bias: np.ndarray, neurons: int,
+                train_trials: int | None = None) -> Path:
     """A linear window decoder with the given weights, and its card."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -43,7 +44,9 @@ def _write_onnx(path: Path, weight: np.ndarray, bias: np.ndarray, neurons: int) 
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
-    save_card(ModelCard(neurons=neurons, window=WINDOW, lag=LAG, method="pinv (test)"), path)
+    used = {} if train_trials is None else {"train_trials": train_trials}
+    save_card(ModelCard(neurons=neurons, window=WINDOW, lag=LAG, method="pinv (test)",
+                        data_used=used), path)
     return path
 
 
@@ -55,10 +58,15 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                                    delay=DELAY, noise=0.2, eval_mask=True, seed=3,
                                    tiers={"train": 12, "oracle": 2, "final_test_main": 4,
                                           "live_test_main": 2})
+    return data, _fit_pinv(data, root / "pinv.onnx")
+
+
+def _fit_pinv(data: Path, path: Path, trials: int | None = None) -> Path:
+    """The least-squares linear decoder fitted on the first ``trials`` training trials."""
     ds = SensoriumDataset(data)
     # frame t is in response row t + DELAY, i.e. window slot W - 1 - LAG + DELAY
     xs, ys = [], []
-    for tid in ds.trial_ids("train"):
+    for tid in ds.trial_ids("train")[:trials]:
         r, v = ds.responses(tid), ds.video(tid)
         xs.append(r[DELAY:])
         ys.append(v[: len(v) - DELAY].reshape(len(v) - DELAY, -1))
@@ -68,8 +76,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     weight = np.zeros((WINDOW, 80, 36 * 64))
     weight[WINDOW - 1 - LAG + DELAY] = coef
     bias = ym - xm @ coef
-    model = _write_onnx(root / "pinv.onnx", weight.reshape(WINDOW * 80, -1), bias, 80)
-    return data, model
+    return _write_onnx(path, weight.reshape(WINDOW * 80, -1), bias, 80, trials)
 
 
 def test_report_files_and_scores_match_the_metric(setup, tmp_path: Path) -> None:
@@ -161,3 +168,20 @@ def test_method_labels() -> None:
         "ridge", "model", Path("runs/a/ridge.onnx"))
     assert parse_method("runs/a/live.onnx", "model").label == "live"
     assert parse_method("runs/inv", "recon").label == "inv"
+
+
+def test_models_labelled_with_trial_counts_draw_the_learning_curve(setup, tmp_path: Path) -> None:
+    data, _ = setup
+    models = [Method(f"pinv@{n}", "model", _fit_pinv(data, tmp_path / f"p{n}.onnx", n))
+              for n in (3, 12)]
+    alone = Method("other@5", "model", _fit_pinv(data, tmp_path / "o5.onnx", 5))
+    rep = build_report(data, "final_test_main", models + [alone], tmp_path / "r", draws=1,
+                       fractions=(1.0,))
+    curve = rep["trial_counts"]["curves"]
+    assert list(curve) == ["pinv"]  # a name with one count has no curve
+    assert [p["trials"] for p in curve["pinv"]] == [3, 12]
+    assert [p["mean"] for p in curve["pinv"]] == [rep["methods"][m.label]["mean"] for m in models]
+    assert curve["pinv"][1]["mean"] > curve["pinv"][0]["mean"]  # more trials, better fit
+    with Image.open(tmp_path / "r" / "trials.png") as img:
+        assert img.size[0] > 100
+    assert parse_method("ridge@30=x.onnx", "model").label == "ridge@30"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,6 +74,36 @@ def test_suite_command_end_to_end_on_two_tiny_mice(tmp_path, capsys):
     png = tmp_path / "trial_counts.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "median ratio" in capsys.readouterr().out
+
+
+def test_crossmouse_pretraining_seeds_must_not_overlap_the_suite(tmp_path):
+    with pytest.raises(ValueError, match="overlap"):
+        SuiteSettings(out=str(tmp_path), methods=("crossmouse",), seed=100, mice=4,
+                      pretrain_seed=103)
+    with pytest.raises(ValueError, match="pretrain-mice"):
+        SuiteSettings(out=str(tmp_path), methods=("crossmouse",), pretrain_mice=0)
+    SuiteSettings(out=str(tmp_path), methods=("crossmouse",), pretrain_mice=0, core="c.npz")
+
+
+@pytest.mark.slow
+def test_suite_crossmouse_pretrains_a_core_and_calibrates_each_mouse(tmp_path, capsys):
+    from cortexcast.decoder.training.core_file import load_core
+
+    rc = main(["suite", "--out", str(tmp_path), "--mice", "1", "--seed", "993",
+               "--methods", "ridge,crossmouse", "--pretrain-mice", "2", "--pretrain-seed",
+               "994", "--trials", "4", "--neurons", "150", "--test-trials", "2",
+               "--oracle-clips", "2", "--oracle-repeats", "2", "--frames", "60",
+               "--frame-side", "128", "--components", "16", "--decoder-budget", "4"])
+    assert rc == 0
+    core = load_core(tmp_path / "pretrain" / "core.core.npz")
+    assert [Path(m).parent.name for m in core.meta.mice] == ["mouse-994", "mouse-995"]
+    report = json.loads((tmp_path / "suite.json").read_text())
+    (mouse,) = report["mice"]
+    assert set(mouse["scores"]) == {"ridge", "crossmouse"}
+    assert mouse["choices"]["crossmouse"]["lag"] == core.meta.lag
+    card = json.loads((tmp_path / "mouse-993" / "crossmouse.json").read_text())
+    assert card["extra"]["training"]["core"]["pretrained_on"] == list(core.meta.mice)
+    assert "pretrained the shared core" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -70,6 +70,13 @@ def run_train(args: argparse.Namespace) -> int:
             more = {} if args.readout is None else {"readout": args.readout}
             if args.ensemble is not None:
                 more["ensemble"] = args.ensemble
+            if args.core is not None:
+                if len(datas) > 1:
+                    raise ValueError("--core calibrates one new mouse: give one --data (several "
+                                     "--data pretrain a core, written as <out stem>.core.npz)")
+                if args.ensemble is not None:
+                    raise ValueError("--ensemble: with --core the members are the core's")
+                more["core"] = args.core
             budget = (DEFAULT_TIME_BUDGET_S * len(datas) if args.time_budget is None
                       else args.time_budget or None)
             if args.chunk_trials < 1:  # the flag is otherwise ignored (kept for compatibility)
@@ -79,19 +86,22 @@ def run_train(args: argparse.Namespace) -> int:
                 max_lag_ms=args.max_lag_ms, train_trials=args.train_trials,
                 epochs=args.epochs, time_budget_s=budget, seed=args.seed, device=args.device,
                 lr=args.lr, patience=args.patience, behavior=not args.no_behavior,
+                core_lr_scale=args.core_lr_scale,
                 val_tier=args.val_tier, progress=not args.no_progress, extra=extra, **more)
             from cortexcast.decoder.training.device import pick_device  # imports torch
             from cortexcast.decoder.training.train import train
 
             pick_device(settings.device)
             if len(datas) > 1:
-                from cortexcast.decoder.training.multi_mouse import train_mice
+                from cortexcast.decoder.training.multi_mouse import core_path_for, train_mice
 
                 results = train_mice(datas, settings)
                 for r in results:
                     c = r.card
                     print(f"wrote {r.model_path} ({c.data_used['folder']}): {c.neurons} "
                           f"neurons; validation pixel correlation {c.validation_score}")
+                print(f"wrote {core_path_for(settings.out)} (the shared core: calibrate a new "
+                      "mouse with `cortexcast train --data NEW --core` it)")
                 return 0
             run = lambda: train(settings)  # noqa: E731
     except (ValueError, RuntimeError) as exc:
@@ -162,6 +172,13 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--extra", metavar="JSON", default=None,
                    help="JSON file whose object goes into the card's 'extra' "
                    "(e.g. the simulator settings)")
+    p.add_argument("--core", default=None, metavar="CORE.npz",
+                   help="calibrate this mouse on a core pretrained on other mice (written as "
+                   "<out stem>.core.npz by train with several --data): its window, lag and "
+                   "frame basis are used, the members start from it")
+    p.add_argument("--core-lr-scale", type=float, default=0.1, metavar="X",
+                   help="with --core: the core's learning rate is --lr x this (0 = frozen; "
+                   "default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
     p.set_defaults(func=run_train)
 
@@ -237,7 +254,9 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
         "model's, else estimated from the dataset's training responses. Several methods "
         "(--model and --recon may repeat, as LABEL=PATH) are scored with one mask; --report "
         "DIR also writes per-clip scores, best/median/worst frame strips, per-pixel "
-        "correlation maps and the neuron-dropping curve (report.json + PNGs).")
+        "correlation maps and the neuron-dropping curve (report.json + PNGs); models "
+        "labelled NAME@N (e.g. ridge@30=r30.onnx ridge@60=r60.onnx) also get trials.png, the "
+        "score against the training trials in their cards (learning curves).")
     p.add_argument("--data", required=True, help="dataset folder (Sensorium 2023 layout)")
     p.add_argument("--recon", action="append", metavar="[LABEL=]DIR",
                    help="folder of <trial>.npy written by `cortexcast reconstruct` (repeatable)")
@@ -248,7 +267,7 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", default=None, metavar="OUT", help="also write the result as JSON")
     p.add_argument("--report", default=None, metavar="DIR",
                    help="write the full report (report.json, strip_*.png, corr_map_*.png/.npy, "
-                   "neurons.png) into DIR")
+                   "neurons.png, trials.png) into DIR")
     p.add_argument("--fractions", default="1,0.5,0.25,0.125",
                    help="--report: fractions of neurons kept (default %(default)s)")
     p.add_argument("--draws", type=int, default=3,

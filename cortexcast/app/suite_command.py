@@ -37,13 +37,11 @@ def _score_onnx(data: Path, model: Path, mask: np.ndarray) -> dict[int, float]:
     return out
 
 
-def run_mouse(seed: int, s: SuiteSettings, say: Callable[[str], None] = print) -> MouseResult:
-    """Simulate family mouse ``seed``, train and score ``s.methods`` on it (at every
-    ``s.trial_counts`` when given)."""
+def simulate_mouse(seed: int, s: SuiteSettings, folder: Path,
+                   say: Callable[[str], None]) -> tuple[MouseResult, Path]:
+    """Draw family mouse ``seed`` and write its dataset to ``folder/data``."""
     from cortexcast.app.simulate import DatasetPlan, write_dataset
     from cortexcast.daq.sim.family import sample_mouse
-    from cortexcast.decoder.offline.dataset import SensoriumDataset
-    from cortexcast.decoder.offline.evaluate import choose_mask
 
     cap = max(s.trial_counts) if s.trial_counts else s.max_trials
     draw = sample_mouse(seed, max_neurons=s.max_neurons, max_trials=cap)
@@ -52,7 +50,6 @@ def run_mouse(seed: int, s: SuiteSettings, say: Callable[[str], None] = print) -
     draw = dataclasses.replace(draw, settings=settings,
                                trials=max(s.trial_counts) if s.trial_counts else draw.trials)
     res = MouseResult(seed, draw.describe())
-    folder = Path(s.out) / f"mouse-{seed}"
     data = folder / "data"
     if data.exists():
         shutil.rmtree(data)
@@ -64,13 +61,51 @@ def run_mouse(seed: int, s: SuiteSettings, say: Callable[[str], None] = print) -
     say(f"mouse {seed}: {settings.n_neurons} neurons, {draw.trials} trials, "
         f"{settings.imaging_rate_hz:g} Hz, {draw.indicator}, eye {draw.eye_model} "
         f"(simulated in {res.times_s['simulate']:.0f} s)")
+    return res, data
+
+
+def pretrain_core(s: SuiteSettings, say: Callable[[str], None] = print) -> Path:
+    """``crossmouse``'s core: ``s.core``, or one pretrained on ``s.pretrain_mice`` family
+    mice (seeds from ``s.pretrain_seed``) with ``cortexcast train --data A --data B ...``."""
+    if s.core is not None:
+        return Path(s.core)
+    from cortexcast.decoder.training.common import TrainSettings
+    from cortexcast.decoder.training.multi_mouse import core_path_for, train_mice
+
+    root = Path(s.out) / "pretrain"
+    seeds = range(s.pretrain_seed, s.pretrain_seed + s.pretrain_mice)
+    datas = [str(simulate_mouse(seed, s, root / f"mouse-{seed}", say)[1]) for seed in seeds]
+    budget = s.pretrain_budget_s or (None if s.decoder_budget_s is None
+                                     else s.decoder_budget_s * s.pretrain_mice)
+    t0 = time.monotonic()
+    out = root / "core.onnx"
+    train_mice(datas, TrainSettings(data=datas[0], out=str(out), lag=s.lag, progress=False,
+                                    max_lag_ms=s.max_lag_ms, time_budget_s=budget))
+    say(f"pretrained the shared core on mice {seeds.start}..{seeds.stop - 1} in "
+        f"{time.monotonic() - t0:.0f} s: {core_path_for(str(out))}")
+    if not s.keep_data:
+        for d in datas:
+            shutil.rmtree(d, ignore_errors=True)
+    return core_path_for(str(out))
+
+
+def run_mouse(seed: int, s: SuiteSettings, say: Callable[[str], None] = print,
+              core: Path | None = None) -> MouseResult:
+    """Simulate family mouse ``seed``, train and score ``s.methods`` on it (at every
+    ``s.trial_counts`` when given; ``core``: the pretrained core of ``crossmouse``)."""
+    from cortexcast.decoder.offline.dataset import SensoriumDataset
+    from cortexcast.decoder.offline.evaluate import choose_mask
+
+    folder = Path(s.out) / f"mouse-{seed}"
+    res, data = simulate_mouse(seed, s, folder, say)
     ds = SensoriumDataset(data)
     mask, _ = choose_mask(ds)
     for count in s.trial_counts or (None,):
         for method in s.methods:
             key = method if count is None else f"{method}@{count}"
             t1 = time.monotonic()
-            per, res.choices[key] = _fit_and_score(method, ds, data, folder, key, count, mask, s)
+            per, res.choices[key] = _fit_and_score(method, ds, data, folder, key, count, mask,
+                                                   s, core)
             res.times_s[key] = round(time.monotonic() - t1, 1)
             res.per_clip[key] = {str(k): float(v) for k, v in per.items()}
             res.scores[key] = mean_over_clips(list(per.values()))
@@ -81,7 +116,8 @@ def run_mouse(seed: int, s: SuiteSettings, say: Callable[[str], None] = print) -
 
 
 def _fit_and_score(method: str, ds, data: Path, folder: Path, key: str, count: int | None,
-                   mask: np.ndarray, s: SuiteSettings) -> tuple[dict[int, float], dict]:
+                   mask: np.ndarray, s: SuiteSettings, core: Path | None = None
+                   ) -> tuple[dict[int, float], dict]:
     """Train ``method`` on ``data`` (first ``count`` training trials), score it on the test
     tiers; (per-clip scores, what it chose on validation)."""
     test_ids = [i for t in TEST_TIERS for i in ds.trial_ids(t)]
@@ -108,9 +144,11 @@ def _fit_and_score(method: str, ds, data: Path, folder: Path, key: str, count: i
         from cortexcast.decoder.training.common import TrainSettings
         from cortexcast.decoder.training.train import train
 
-        card = train(TrainSettings(data=str(data), out=str(path), lag=s.lag, progress=False,
-                                   max_lag_ms=s.max_lag_ms, train_trials=count,
-                                   time_budget_s=s.decoder_budget_s)).card
+        cross = method == "crossmouse"
+        card = train(TrainSettings(data=str(data), out=str(path), progress=False,
+                                   lag=None if cross else s.lag, max_lag_ms=s.max_lag_ms,
+                                   train_trials=count, time_budget_s=s.decoder_budget_s,
+                                   core=str(core) if cross else None)).card
         ch = card.extra["training"]["choices"]
         chose = {"window": card.window, "lag": card.lag,
                  "eye_shift_px_per_z": ch["eye_shift"]["kept_px_per_z"],
@@ -124,8 +162,9 @@ def run_suite(s: SuiteSettings, say: Callable[[str], None] = print) -> dict[str,
     out.mkdir(parents=True, exist_ok=True)
     results: list[MouseResult] = []
     content: dict[str, Any] = {}
+    core = pretrain_core(s, say) if "crossmouse" in s.methods else None
     for seed in range(s.seed, s.seed + s.mice):
-        results.append(run_mouse(seed, s, say))
+        results.append(run_mouse(seed, s, say, core))
         content = report(s, results)
         write_report(out / "suite.json", content)
     say(table(results, s.keys()))
@@ -149,7 +188,9 @@ def run(args: argparse.Namespace) -> int:
             plain_alpha=args.plain_alpha,
             components=args.components, plain_same_window=args.plain_same_window,
             decoder_budget_s=args.decoder_budget, keep_data=args.keep_data,
-            trial_counts=tuple(int(c) for c in args.trial_counts.split(",") if c.strip()))
+            trial_counts=tuple(int(c) for c in args.trial_counts.split(",") if c.strip()),
+            pretrain_mice=args.pretrain_mice, pretrain_seed=args.pretrain_seed,
+            pretrain_budget_s=args.pretrain_budget, core=args.core)
     except ValueError as exc:
         print(f"cortexcast suite: error: {exc}", file=sys.stderr)
         return 2
@@ -172,7 +213,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=10_000,
                    help="first family seed (default 10000; development used 900..999)")
     p.add_argument("--methods", default="ridge,plain",
-                   help="comma-separated among ridge, plain, decoder (default ridge,plain)")
+                   help="comma-separated among ridge, plain, decoder, crossmouse (the decoder "
+                        "calibrated on a core pretrained on --pretrain-mice other mice; "
+                        "default ridge,plain)")
     p.add_argument("--trials", type=int, default=40,
                    help="cap on the drawn training trials (default 40; 0: as drawn, 30..240)")
     p.add_argument("--neurons", type=int, default=1500,
@@ -201,5 +244,14 @@ def register(subparsers) -> None:
                    help="learning curves: simulate each mouse with the largest count, train "
                         "every method on its first N trials for each N (e.g. 30,60,120); "
                         "writes trial_counts.png")
+    p.add_argument("--pretrain-mice", type=int, default=4,
+                   help="crossmouse: family mice the shared core is pretrained on (default 4)")
+    p.add_argument("--pretrain-seed", type=int, default=20_000,
+                   help="crossmouse: first seed of the pretraining mice (default 20000)")
+    p.add_argument("--pretrain-budget", type=float, default=None, metavar="SECONDS",
+                   help="crossmouse: pretraining time budget (default --decoder-budget x "
+                        "--pretrain-mice)")
+    p.add_argument("--core", default=None, metavar="CORE.npz",
+                   help="crossmouse: a pretrained core to use instead of pretraining one")
     p.add_argument("--verbose", action="store_true", help="log training progress")
     p.set_defaults(func=run)

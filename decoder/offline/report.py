@@ -13,6 +13,10 @@ reconstructions such as ``reconstruct --method inversion`` writes), on one tier:
   z-score 0 for the model). Only ONNX models are re-run; a folder of reconstructions is
   fixed, so it has no curve.
 
+* ``trials.png`` and the JSON's ``trial_counts``: for models labelled ``NAME@N`` (e.g.
+  ``--model ridge@30=r30.onnx --model ridge@60=r60.onnx``), the score against the training
+  trials their cards record, one line per NAME (learning curves; issue 12).
+
 Everything also goes to ``report.json``. Every method is scored with the same mask. No torch.
 """
 
@@ -42,7 +46,7 @@ FRACTIONS = (1.0, 0.5, 0.25, 0.125)
 DROP_HOW = ("random subsets of neurons kept (one draw at 100 %); each dropped neuron's "
             "responses replaced by its mean (z-score 0 after the model's own normalisation), "
             "so the model sees 'no information' from it rather than silence")
-_LABEL = re.compile(r"^[A-Za-z0-9_.+-]+$")
+_LABEL = re.compile(r"^[A-Za-z0-9_.+@-]+$")
 
 
 @dataclass(frozen=True)
@@ -242,8 +246,39 @@ def build_report(data_dir: str | Path, tier: str, methods: Sequence[Method],
     if curves:
         curve_png(curves, out / "neurons.png", neurons=ds.n_neurons)
         report["neuron_dropping"]["image"] = "neurons.png"
+    trials = trial_curves(methods, report["methods"])
+    if trials:
+        top = max(p["trials"] for pts in trials.values() for p in pts)
+        curve_png(trials, out / "trials.png", neurons=top,
+                  title="pixel correlation vs training trials",
+                  x_label="training trials (from each model's card)")
+        report["trial_counts"] = {"curves": trials, "image": "trials.png"}
     (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     return report
+
+
+def trial_curves(methods: Sequence[Method], entries: dict[str, dict[str, Any]]
+                 ) -> dict[str, list[dict[str, Any]]]:
+    """Per NAME of the models labelled ``NAME@N``, the score at each training-trial count its
+    cards record (``data_used.train_trials``); only names with two counts or more."""
+    from cortexcast.decoder.live.model_card import ModelError, load_card
+
+    groups: dict[str, dict[int, float]] = {}
+    for m in methods:
+        if m.kind != "model" or "@" not in m.label or m.label not in entries:
+            continue
+        try:
+            n = load_card(m.path).data_used.get("train_trials")
+        except (ModelError, OSError):
+            n = None
+        if isinstance(n, int) and entries[m.label]["mean"] is not None:
+            groups.setdefault(m.label.split("@")[0], {})[n] = entries[m.label]["mean"]
+    groups = {k: v for k, v in groups.items() if len(v) > 1}
+    if not groups:
+        return {}
+    top = max(n for v in groups.values() for n in v)
+    return {name: [{"fraction": n / top, "trials": n, "mean": r, "std": 0.0}
+                   for n, r in sorted(v.items())] for name, v in groups.items()}
 
 
 def _pick_movies(label: str, clips: dict[str, tuple[np.ndarray, np.ndarray]],

@@ -9,7 +9,10 @@ layers keep training and ``simulate`` out of ``decoder.offline``). Methods:
 * ``plain``: :mod:`cortexcast.decoder.training.plain_ridge`, the reference recipe (z-score →
   PCA 256 → responses t .. t+9 → one fixed-L2 ridge to every pixel);
 * ``ridge``: ``cortexcast train --method ridge`` (ONNX, scored through the live path);
-* ``decoder``: ``cortexcast train`` (the live decoder; torch, slow).
+* ``decoder``: ``cortexcast train`` (the live decoder; torch, slow);
+* ``crossmouse``: the live decoder calibrated on a core pretrained on other mice
+  (``--pretrain-mice`` family mice from ``--pretrain-seed``, trained together with
+  ``cortexcast train --data A --data B ...``; each suite mouse then ``train --core``).
 
 Each score is also given as a ratio to the better of ``ridge`` and ``plain`` on that mouse;
 the summary holds the median and minimum ratio per method over the mice.
@@ -26,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-METHODS = ("ridge", "plain", "decoder")
+METHODS = ("ridge", "plain", "decoder", "crossmouse")
 TEST_TIERS = ("final_test_main", "live_test_main")
 
 
@@ -64,6 +67,15 @@ class SuiteSettings:
     """Learning curves: each mouse is simulated with the largest count and every method is
     trained on its first 30 / 60 / 120 ... trials (results keyed ``method@count``); empty:
     one fit per method on the drawn trials."""
+    pretrain_mice: int = 4
+    """``crossmouse``: family mice the shared core is pretrained on (all their trials, capped
+    like the suite's mice)."""
+    pretrain_seed: int = 20_000
+    """``crossmouse``: first seed of the pretraining mice (disjoint from the suite's)."""
+    pretrain_budget_s: float | None = None
+    """``crossmouse``: time budget of the pretraining (None: ``decoder_budget_s`` x mice)."""
+    core: str | None = None
+    """``crossmouse``: use this pretrained core (``.core.npz``) instead of pretraining one."""
 
     def keys(self) -> tuple[str, ...]:
         """Result keys: the methods, or ``method@count`` for every count."""
@@ -83,6 +95,13 @@ class SuiteSettings:
             raise ValueError("--plain-same-window needs --lag")
         if any(c < 1 for c in self.trial_counts):
             raise ValueError(f"trial counts must be >= 1, got {self.trial_counts}")
+        if "crossmouse" in self.methods and self.core is None:
+            if self.pretrain_mice < 1:
+                raise ValueError("crossmouse needs --pretrain-mice >= 1 (or --core)")
+            pre = set(range(self.pretrain_seed, self.pretrain_seed + self.pretrain_mice))
+            if pre & set(range(self.seed, self.seed + self.mice)):
+                raise ValueError("the pretraining seeds overlap the suite's: a mouse would be "
+                                 "scored on a core trained on its own data")
 
 
 @dataclass

@@ -113,6 +113,11 @@ class TrainSettings(ModelSettings):
     """Training frames (evenly spread) the front end's PCA is fitted on (see ``RidgeSettings``)."""
     train_tier: str = "train"
     val_tier: str = "oracle"
+    core: str | None = None
+    """A shared core pretrained on other mice (``<stem>.core.npz`` from several ``--data``):
+    calibrate this mouse on it (its window, lag, member shapes and frame basis are used)."""
+    core_lr_scale: float = 0.1
+    """With ``core``: the core's learning rate is ``lr`` x this (0 = frozen)."""
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
     """Copied into the card's ``extra``; a dataset's ``sim.json`` (from ``cortexcast
@@ -129,6 +134,9 @@ class TrainSettings(ModelSettings):
             raise ValueError(f"time budget must be > 0 s, got {self.time_budget_s}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not (self.core_lr_scale >= 0 and np.isfinite(self.core_lr_scale)):
+            raise ValueError(f"core_lr_scale must be a finite number >= 0, got "
+                             f"{self.core_lr_scale}")
 
 
 @dataclass

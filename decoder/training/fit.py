@@ -88,7 +88,8 @@ class RidgeBranch:
     val_score: float
     """Early-stopping split r of the kept solution."""
     scores: dict[str, float]
-    """Early-stopping split r of every (shift, alpha) tried, keyed "shift/alpha"."""
+    """Validation r of every (shift, alpha) tried, keyed "shift/alpha" (shift 0: on both
+    splits; the others: on the early-stopping split)."""
     selection: dict[str, float] = field(default_factory=dict)
     """Selection split r of the best shift and of shift 0 (the simpler model), when they
     differ: the shift is kept only where it wins there too."""
@@ -100,9 +101,10 @@ def fit_ridge_branch(train: FeatureSet, stop: FeatureSet, select: FeatureSet, fr
                      shape: tuple, pix_mean: np.ndarray, basis: np.ndarray) -> RidgeBranch:
     """Ridge from window features to retinal frame PCs, for each eye-shift gain in ``shifts``.
 
-    Per gain, alpha is chosen on the early-stopping split ``stop`` by
-    :func:`~.ridge_fit.choose_alpha` (``default_alpha`` unless another clearly beats it, as
-    ``--method ridge``; gains other than 0 try only the alphas near the default); the gain
+    Per gain, alpha is chosen by :func:`~.ridge_fit.choose_alpha` (``default_alpha`` unless
+    another clearly beats it, as ``--method ridge``): for gain 0 (the plain ridge branch) on
+    both splits, for the others on the early-stopping split ``stop`` with only the alphas
+    near the default; the gain
     that scores best there is kept only if it also beats gain 0 clearly
     (:func:`~.ridge_fit.clearly_better`) on the ``select`` split (issue 12: a branch stays
     only where it beats the simpler model on data its choice did not see). Alpha is relative (penalty = alpha x mean eigenvalue of
@@ -131,15 +133,21 @@ def fit_ridge_branch(train: FeatureSet, stop: FeatureSet, select: FeatureSet, fr
         proj = evecs.T @ (xc.T @ (y - my)).astype(np.float64)
         per, sols = [], []
         grid = tuple(alphas) if c == 0 else near_alphas(alphas, default_alpha)
+        # the unshifted branch is the ridge itself: its alpha is chosen on every validation
+        # trial, as --method ridge chooses it (on half of them it picked 1.0 where ridge's
+        # 0.3 scored 0.011 higher on test, issue 12); a shift's on the early-stopping split
+        both = c == 0 and select is not stop
         for a in grid:
             b_rot = (proj / (evals + a * scale)[:, None]).astype(np.float32)
-            per.append(score(stop, b_rot, my, c))
+            per.append(score(stop, b_rot, my, c) + (score(select, b_rot, my, c) if both else []))
             sols.append(b_rot)
         per_clip = np.array(per, np.float64).T
         j, means = choose_alpha(per_clip, grid, default_alpha)
         for a, r in zip(grid, means):
             scores[f"{c:g}/{a:g}"] = float(r)
-        solved[c] = (float(means[j]), float(grid[j]), sols[j], my)
+        # gains are compared on the early-stopping split alone
+        stop_r = mean_over_clips(list(per_clip[: len(stop.starts), j])) if both else means[j]
+        solved[c] = (float(stop_r), float(grid[j]), sols[j], my)
 
     order = sorted(shifts, key=abs)
     for c in order:
@@ -292,7 +300,8 @@ def validation_score(model, cache: Cache, mask: np.ndarray,
 
 def fit_members(model, train: Cache, val: Cache, select: Cache, mask: np.ndarray,
                 opt: FitOptions, deadline: float | None,
-                tick: Callable[[dict], None] = lambda _: None) -> FitReport:
+                tick: Callable[[dict], None] = lambda _: None, *,
+                groups: list[dict] | None = None, pretrained: bool = False) -> FitReport:
     """AdamW on every member at once (each its own batches); keep each member's best state
     on ``val`` (the early-stopping split); keep the members at all only if the ensemble beats
     the ridge branch on ``select`` (the selection split; it may be ``val`` itself when the
@@ -300,13 +309,17 @@ def fit_members(model, train: Cache, val: Cache, select: Cache, mask: np.ndarray
 
     Every member starts at zero (the graph = the ridge branch), scored as epoch 0, so a
     member's kept state never scores below the ridge branch on the early-stopping split.
+    ``pretrained``: the members start from a pretrained core instead (not zero); epoch 0 is
+    their own starting score. ``groups``: AdamW parameter groups (default: every member
+    parameter at ``opt.lr``).
     """
     gen = torch.Generator().manual_seed(opt.seed)
-    adam = torch.optim.AdamW(list(model.members.parameters()), lr=opt.lr,
+    adam = torch.optim.AdamW(groups or list(model.members.parameters()), lr=opt.lr,
                              weight_decay=opt.weight_decay)
     ridge = validation_score(model, val, mask, [])
     n = len(model.members)
-    best = [ridge] * n
+    best = ([validation_score(model, val, mask, [i]) for i in range(n)] if pretrained
+            else [ridge] * n)
     best_state = [copy.deepcopy(m.state_dict()) for m in model.members]
     best_epoch, bad = [0] * n, [0] * n
     steps = max(1, train.fs.frames // opt.batch)

@@ -25,6 +25,7 @@ from cortexcast.decoder.training.common import (
     ONNX_TOLERANCE, TrainResult, TrainSettings, activity_kind, dataset_extra, save_beside,
     split_trials, split_validation,
 )
+from cortexcast.decoder.training.core_file import Core, start_from_core
 from cortexcast.decoder.training.features import (
     FeatureSet, FrontEnd, build_features, check_trials, fit_front, fit_gain, fit_pixel_basis,
     has_behavior, trial_behavior,
@@ -174,7 +175,8 @@ def build_model(m: Mouse, s: TrainSettings, members: int) -> ResidualDecoder:
     h, w = m.ds.frame_shape
     shape = ResidualShape(m.ds.n_neurons, s.window, s.lag, m.front.axes.shape[1],
                           m.pix_basis.shape[1], h, w, s.row_features, s.hidden, s.dropout,
-                          members, m.behavior, float(m.ridge.shift_px))
+                          members, m.behavior, float(m.ridge.shift_px),
+                          bool(np.any(m.front.gain)))
     f = m.train.feats
     return ResidualDecoder(shape, m.front, feat_mean=f.mean(0), feat_std=f.std(0),
                            lin_weight=m.ridge.weight, lin_bias=m.ridge.bias,
@@ -187,18 +189,28 @@ def fit_options(s: TrainSettings) -> FitOptions:
                       feature_noise=s.feature_noise, seed=s.seed)
 
 
-def fit_and_export(m: Mouse, device: torch.device, t0: float) -> TrainResult:
-    """Train the members and export, with the mouse's settings (window and lag resolved)."""
+def fit_and_export(m: Mouse, device: torch.device, t0: float,
+                   core: Core | None = None) -> TrainResult:
+    """Train the members and export, with the mouse's settings (window and lag resolved);
+    ``core``: the members start from a core pretrained on other mice (``train --core``)."""
     s = m.settings
     model = build_model(m, s, s.ensemble).to(device)
+    groups = None if core is None else start_from_core(model, core, s.lr, s.core_lr_scale)
     train_c = Cache(model, m.train, m.front, device, targets=True)
     val_c = Cache(model, m.val, m.front, device, targets=False)
     sel_c = val_c if m.select is m.val else Cache(model, m.select, m.front, device, False)
     deadline = None if s.time_budget_s is None else t0 + s.time_budget_s
     bar = _progress(s)
-    report = fit_members(model, train_c, val_c, sel_c, m.mask, fit_options(s), deadline, bar)
+    report = fit_members(model, train_c, val_c, sel_c, m.mask, fit_options(s), deadline, bar,
+                         groups=groups, pretrained=core is not None)
     train_time = time.monotonic() - t0
     info = card_info(m, s, model, report, device, train_time)
+    if core is not None:
+        info["method"] += (f"; members started from the core {s.core} (pretrained on "
+                           f"{len(core.meta.mice)} mice), core lr x {s.core_lr_scale:g}")
+        info["extra"]["training"]["core"] = {
+            "path": str(Path(s.core).resolve()), "pretrained_on": list(core.meta.mice),
+            "lr_scale": s.core_lr_scale}
     card = export_checked(model, m, s, Path(s.out), info)
     log.info("validation r: ridge %.4f, members %s, ensemble %.4f; %.0f s; wrote %s",
              report.ridge_score, ", ".join(f"{x:.4f}" for x in report.member_scores),

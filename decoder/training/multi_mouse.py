@@ -10,7 +10,8 @@ Each mouse is early-stopped on its own validation trials (its best state include
 core as it was then), and gets its own model, a normal single-mouse pixel decoder:
 ``--out DIR/NAME.onnx`` with ``--data A --data B`` writes ``DIR/NAME.A.onnx`` and
 ``DIR/NAME.B.onnx`` (the dataset folder's name; ``NAME.2.B.onnx`` style if names repeat),
-each with its card, mask and ``.norm.npz``.
+each with its card, mask and ``.norm.npz``; the shared core goes to ``DIR/NAME.core.npz``
+(:mod:`cortexcast.decoder.training.core_file`), for ``train --core`` on a new mouse.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import numpy as np
 import torch
 
 from cortexcast.decoder.training.common import TrainResult, TrainSettings
+from cortexcast.decoder.training.core_file import (SHARED, Core, CoreMeta, save_core,
+                                                   shared_state)
 from cortexcast.decoder.training.device import pick_device
 from cortexcast.decoder.training.fit import (Cache, FitReport, keep_members_if_better,
                                   member_batch_loss, validation_score)
@@ -35,7 +38,6 @@ from cortexcast.decoder.training.mouse import (
 from cortexcast.decoder.training.residual import ResidualDecoder
 
 log = logging.getLogger("cortexcast.decoder.training.train")
-SHARED = ("mix", "out")
 
 
 def model_paths(out: str, datas: list[str]) -> list[Path]:
@@ -47,6 +49,12 @@ def model_paths(out: str, datas: list[str]) -> list[Path]:
         tag = name if names.count(name) == 1 else f"{i + 1}.{name}"
         paths.append(base.with_name(f"{base.stem}.{tag}.onnx"))
     return paths
+
+
+def core_path_for(out: str) -> Path:
+    """``DIR/NAME.onnx`` -> ``DIR/NAME.core.npz``: where several mice's shared core goes."""
+    base = Path(out)
+    return base.with_name(f"{base.stem}.core.npz")
 
 
 def tie_cores(models: list[ResidualDecoder]) -> None:
@@ -83,14 +91,24 @@ def train_mice(datas: list[str], s: TrainSettings) -> list[TrainResult]:
     models = [build_model(m, s, s.ensemble).to(device) for m in mice]
     tie_cores(models)
     deadline = None if s.time_budget_s is None else t0 + s.time_budget_s
-    reports = fit_tied(models, mice, s, device, deadline)
+    reports, core_states, core_scores = fit_tied(models, mice, s, device, deadline)
     train_time = time.monotonic() - t0
+    h, w = mice[0].ds.frame_shape
+    core_path = core_path_for(s.out)
+    save_core(core_path, Core(
+        CoreMeta(s.window, int(s.lag), s.ensemble, s.row_features, s.hidden, s.dropout,
+                 models[0].s.behavior, first.pix_basis.shape[1], h, w,
+                 tuple(str(Path(d).resolve()) for d in datas), tuple(core_scores)),
+        first.pix_mean, first.pix_basis, core_states))
+    log.info("wrote the shared core to %s (mean member validation r per mouse %s)",
+             core_path, ", ".join(f"{x:.4f}" for x in core_scores))
     results = []
     for model, mouse, rep, path in zip(models, mice, reports, model_paths(s.out, datas)):
         ms = dataclasses.replace(s, data=str(mouse.ds.root), out=str(path))
         info = card_info(mouse, ms, model, rep, device, train_time)
         info["extra"]["training"]["multi_mouse"] = {
-            "mice": [str(Path(d).resolve()) for d in datas], "shared": list(SHARED)}
+            "mice": [str(Path(d).resolve()) for d in datas], "shared": list(SHARED),
+            "core": str(core_path)}
         card = export_checked(model, mouse, ms, path, info)
         log.info("%s: validation r ridge %.4f, ensemble %.4f; wrote %s", mouse.ds.root,
                  rep.ridge_score, rep.ensemble_score, path)
@@ -100,11 +118,14 @@ def train_mice(datas: list[str], s: TrainSettings) -> list[TrainResult]:
 
 
 def fit_tied(models: list[ResidualDecoder], mice: list[Mouse], s: TrainSettings,
-             device: torch.device, deadline: float | None) -> list[FitReport]:
+             device: torch.device, deadline: float | None
+             ) -> tuple[list[FitReport], list[dict[str, np.ndarray]], list[float]]:
     """Adam on all mice's members at once; per (mouse, member) best validation state.
 
-    Returns one report per mouse; on return the models are untied copies holding each
-    mouse's best states.
+    Returns one report per mouse, every member's shared core at the epoch where its mean
+    validation r over the mice was best (for :mod:`~cortexcast.decoder.training.core_file`),
+    and each mouse's mean member score at those states. On return the models are untied
+    copies holding each mouse's best states.
     """
     opt = fit_options(s)
     gen = torch.Generator().manual_seed(opt.seed)
@@ -122,6 +143,9 @@ def fit_tied(models: list[ResidualDecoder], mice: list[Mouse], s: TrainSettings,
     steps = max(1, max(c.fs.frames for c, _ in caches) // opt.batch)
     power = [float(tc.target.var()) for tc, _ in caches]
     history: list[list[dict]] = [[{"epoch": 0, "val_r": r}] for r in ridge]
+    core_states = [shared_state(mem) for mem in models[0].members]
+    core_best = [-math.inf] * n
+    core_at_best = [list(ridge) for _ in range(n)]  # [member][mouse]
     epoch = 0
     for epoch in range(1, opt.epochs + 1):
         out_of_time = False
@@ -138,8 +162,10 @@ def fit_tied(models: list[ResidualDecoder], mice: list[Mouse], s: TrainSettings,
             if deadline is not None and time.monotonic() > deadline:
                 out_of_time = True
                 break
+        all_scores = []
         for k, (mo, m, (_, vc)) in enumerate(zip(models, mice, caches)):
             scores = [validation_score(mo, vc, m.mask, [i]) for i in range(n)]
+            all_scores.append(scores)
             for i, sc in enumerate(scores):
                 if np.isfinite(sc) and sc > best[k][i]:
                     best[k][i], best_epoch[k][i], bad[k][i] = sc, epoch, 0
@@ -148,6 +174,11 @@ def fit_tied(models: list[ResidualDecoder], mice: list[Mouse], s: TrainSettings,
                     bad[k][i] += 1
             history[k].append({"epoch": epoch, "loss": float(np.mean(losses)) if losses
                                else math.nan, "val_r": float(np.mean(scores))})
+        for i in range(n):
+            mean_i = float(np.mean([sc[i] for sc in all_scores]))
+            if np.isfinite(mean_i) and mean_i > core_best[i]:
+                core_best[i], core_states[i] = mean_i, shared_state(models[0].members[i])
+                core_at_best[i] = [sc[i] for sc in all_scores]
         log.info("epoch %d: validation r per mouse %s", epoch,
                  ", ".join(f"{h[-1]['val_r']:.4f}" for h in history))
         if out_of_time or min(min(b) for b in bad) >= opt.patience:
@@ -163,4 +194,6 @@ def fit_tied(models: list[ResidualDecoder], mice: list[Mouse], s: TrainSettings,
         ens, sel, kept = keep_members_if_better(models[k], vc, sc, m.mask, ens, ridge[k])
         reports.append(FitReport(best[k], best_epoch[k], ens, ridge[k], epoch, history[k],
                                  sel, kept))
-    return reports
+    core_scores = [float(np.mean([core_at_best[i][k] for i in range(n)]))
+                   for k in range(len(mice))]
+    return reports, core_states, core_scores

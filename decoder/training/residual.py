@@ -52,10 +52,13 @@ class ResidualShape:
     """Whether the graph takes the ``behavior`` input."""
     eye_shift_px: float = 0.0
     """c: the retinal image is the screen seen shifted by c x pupil-centre z (pixels)."""
+    gain: bool = False
+    """Whether the front end divides out a behavioural gain per neuron (kept only where it
+    helps; the graph is the same either way, with zero gains)."""
 
     def describe(self) -> str:
-        beh = (f"behavioural gain divided out per neuron, eye shift {self.eye_shift_px:g} px "
-               "per z, " if self.behavior else "")
+        beh = (("behavioural gain divided out per neuron, " if self.gain else "")
+               + f"eye shift {self.eye_shift_px:g} px per z, " if self.behavior else "")
         return (f"{beh}z-score -> PCA({self.neurons}->{self.components}) per frame -> ridge "
                 f"on the {self.window}-frame window to {self.pixels} frame PCs + "
                 f"{self.members} nonlinear member(s) [Linear({self.components}->"

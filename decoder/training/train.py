@@ -29,7 +29,11 @@ default) is the live decoder of :mod:`cortexcast.decoder.training.residual`:
    held-out windows, write the card (every choice with its candidates' validation scores
    under ``extra.training.choices``), the mask and ``<stem>.norm.npz``.
 
-Several ``--data`` folders: :mod:`cortexcast.decoder.training.multi_mouse`. The settings,
+Several ``--data`` folders: :mod:`cortexcast.decoder.training.multi_mouse` (one model per
+mouse and their shared core, ``<stem>.core.npz``). ``--core CORE`` calibrates a new mouse on
+such a core: its window, lag, member shapes and frame basis are the core's, the members start
+from it (:mod:`cortexcast.decoder.training.core_file`), and step 6 fine-tunes them at
+``--core-lr-scale`` x the learning rate for the core. The settings,
 result and split live in :mod:`cortexcast.decoder.training.common` (no torch there).
 """
 
@@ -39,7 +43,9 @@ import time
 
 import torch
 
+from cortexcast.decoder.offline.dataset import SensoriumDataset
 from cortexcast.decoder.training.common import TrainResult, TrainSettings
+from cortexcast.decoder.training.core_file import check_mouse_fits, load_core, settings_for_core
 from cortexcast.decoder.training.device import pick_device
 from cortexcast.decoder.training.mouse import fit_and_export, prepare_mouse
 
@@ -49,5 +55,11 @@ def train(s: TrainSettings) -> TrainResult:
     t0 = time.monotonic()
     torch.manual_seed(s.seed)
     device = pick_device(s.device)
-    mouse = prepare_mouse(s.data, s, device)
-    return fit_and_export(mouse, device, t0)
+    if s.core is None:
+        return fit_and_export(prepare_mouse(s.data, s, device), device, t0)
+    core = load_core(s.core)
+    s = settings_for_core(s, core)
+    check_mouse_fits(core, SensoriumDataset(s.data).frame_shape, core.meta.behavior, s.data)
+    mouse = prepare_mouse(s.data, s, device, (core.pix_mean, core.pix_basis))
+    check_mouse_fits(core, mouse.ds.frame_shape, mouse.behavior, s.data)
+    return fit_and_export(mouse, device, t0, core)
