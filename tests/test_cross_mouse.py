@@ -6,7 +6,6 @@ file, the shapes it fixes, the members starting from it, the clear errors), not 
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -15,22 +14,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cortexcast.app import offline_commands as cli  # noqa: E402
 from cortexcast.decoder.live.model_card import ModelError, load_card  # noqa: E402
 from cortexcast.decoder.training.core_file import (  # noqa: E402
     load_core, save_core, shared_state, start_from_core)
 from cortexcast.decoder.training.synthetic import write_synthetic_dataset  # noqa: E402
+from test_train_cli import run_cli  # noqa: E402  (train and evaluate parsers, in process)
 
 TIERS = {"train": 6, "oracle": 2, "final_test_main": 2}
-
-
-def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="cortexcast")
-    sub = parser.add_subparsers(dest="command", required=True)
-    cli.register_train(sub)
-    cli.register_evaluate(sub)
-    args = parser.parse_args(list(argv))
-    return int(args.func(args))
 
 
 def mouse(root: Path, name: str, seed: int, neurons: int = 40) -> Path:
