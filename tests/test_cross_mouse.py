@@ -52,7 +52,7 @@ def test_core_file_holds_the_shared_weights_and_shapes(pretrained) -> None:
 
 
 def test_new_mouse_calibrated_on_the_core(pretrained, tmp_path: Path) -> None:
-    root, core_path = pretrained
+    _, core_path = pretrained
     new = mouse(tmp_path, "new", 7, neurons=35)
     out = tmp_path / "new.onnx"
     assert run_cli("train", "--data", str(new), "--core", str(core_path), "--out", str(out),
@@ -88,7 +88,7 @@ def test_start_from_core_loads_and_freezes(pretrained) -> None:
     assert len(start_from_core(model, core, 1e-3, 0.5)) == 2
 
 
-def test_wrong_lag_and_bad_files_are_clear_errors(pretrained, tmp_path: Path, capsys) -> None:
+def test_wrong_lag_and_bad_files_are_clear_errors(pretrained, tmp_path: Path) -> None:
     root, core_path = pretrained
     new = root / "a"
     with pytest.raises(ModelError, match="trained at lag 3"):  # the CLI prints it, exit 2

@@ -35,6 +35,7 @@ from scipy.ndimage import gaussian_filter
 
 from cortexcast.decoder.offline.dataset import DatasetError, SensoriumDataset
 from cortexcast.decoder.offline.evaluate import choose_mask, load_reconstruction
+from cortexcast.decoder.live.model_card import ModelError, load_card
 from cortexcast.decoder.live.metric import SIGMA, START, STOP, mean_over_clips, per_clip_correlation
 from cortexcast.decoder.offline.streaming import decoder_for_dataset
 from cortexcast.decoder.live.pixel_decoder import DEFAULT_PROVIDERS, PixelDecoder
@@ -261,8 +262,6 @@ def trial_curves(methods: Sequence[Method], entries: dict[str, dict[str, Any]]
                  ) -> dict[str, list[dict[str, Any]]]:
     """Per NAME of the models labelled ``NAME@N``, the score at each training-trial count its
     cards record (``data_used.train_trials``); only names with two counts or more."""
-    from cortexcast.decoder.live.model_card import ModelError, load_card
-
     groups: dict[str, dict[int, float]] = {}
     for m in methods:
         if m.kind != "model" or "@" not in m.label or m.label not in entries:

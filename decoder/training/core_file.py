@@ -13,6 +13,7 @@ member's shared weights, and a JSON ``meta`` string with the shapes that must ma
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -143,8 +144,6 @@ def load_core(path: str | Path) -> Core:
 def settings_for_core(s, core: Core):
     """``s`` (TrainSettings) with what the core fixes: window, lag, member shapes, frame
     components, behaviour only if the core has it. ModelError if ``s.lag`` disagrees."""
-    import dataclasses
-
     m = core.meta
     if s.lag is not None and s.lag != m.lag:
         raise ModelError(f"--lag {s.lag}: the core {s.core} was trained at lag {m.lag} "
@@ -154,18 +153,23 @@ def settings_for_core(s, core: Core):
                                pixels=m.pixels, behavior=s.behavior and m.behavior)
 
 
-def check_mouse_fits(core: Core, frame_shape: tuple[int, int], behavior: bool,
-                     data: str) -> None:
-    """ModelError if a mouse's frames or behaviour inputs do not match the core's."""
+def check_frames(core: Core, frame_shape: tuple[int, int], data: str) -> None:
+    """ModelError if a mouse's frames are not the size the core decodes."""
     m = core.meta
     if tuple(frame_shape) != (m.height, m.width):
         raise ModelError(f"{data}: frames are {frame_shape[0]}x{frame_shape[1]}, the core "
                          f"decodes {m.height}x{m.width}")
+
+
+def check_behavior(core: Core, behavior: bool, data: str) -> None:
+    """ModelError if a mouse's behaviour inputs (after preparation) differ from the core's."""
+    m = core.meta
     if behavior != m.behavior:
+        has = "has them" if behavior else "has none (or not for every trial)"
         raise ModelError(
             f"{data}: the core was pretrained {'with' if m.behavior else 'without'} behaviour "
-            f"inputs but this mouse {'has them' if behavior else 'has none (or not for every trial)'}"
-            "; pretrain and calibrate alike (--no-behavior on both)")
+            f"inputs but this mouse {has}; pretrain and calibrate alike (--no-behavior on "
+            "both)")
 
 
 def start_from_core(model, core: Core, lr: float, lr_scale: float) -> list[dict]:

@@ -164,7 +164,8 @@ def fit_front(ds: SensoriumDataset, ids: Sequence[int], norm: Normalisation,
     # rotated (issue 12: the decoder's ridge branch 0.988x --method ridge on a 120-trial
     # mouse); 2k columns and 12 steps, as --method ridge's PCA (ridge_fit.fit_pca).
     rng = np.random.default_rng(seed)
-    q = np.linalg.qr(z.T @ (z @ rng.standard_normal((n, min(n, 2 * k + 10))).astype(np.float32)))[0]
+    start = rng.standard_normal((n, min(n, 2 * k + 10))).astype(np.float32)
+    q = np.linalg.qr(z.T @ (z @ start))[0]
     for _ in range(PCA_STEPS):
         q = np.linalg.qr(z.T @ (z @ q))[0]
     _, _, vt = np.linalg.svd(z @ q, full_matrices=False)

@@ -107,8 +107,8 @@ def fit_ridge_branch(train: FeatureSet, stop: FeatureSet, select: FeatureSet, fr
     near the default; the gain
     that scores best there is kept only if it also beats gain 0 clearly
     (:func:`~.ridge_fit.clearly_better`) on the ``select`` split (issue 12: a branch stays
-    only where it beats the simpler model on data its choice did not see). Alpha is relative (penalty = alpha x mean eigenvalue of
-    the centred XᵀX), as in ``--method ridge``."""
+    only where it beats the simpler model on data its choice did not see). Alpha is relative
+    (penalty = alpha x mean eigenvalue of the centred XᵀX), as in ``--method ridge``."""
     x = design(train, window)
     mx = x.mean(0)
     xc = x - mx

@@ -45,7 +45,8 @@ import torch
 
 from cortexcast.decoder.offline.dataset import SensoriumDataset
 from cortexcast.decoder.training.common import TrainResult, TrainSettings
-from cortexcast.decoder.training.core_file import check_mouse_fits, load_core, settings_for_core
+from cortexcast.decoder.training.core_file import (check_behavior, check_frames, load_core,
+                                                   settings_for_core)
 from cortexcast.decoder.training.device import pick_device
 from cortexcast.decoder.training.mouse import fit_and_export, prepare_mouse
 
@@ -59,7 +60,7 @@ def train(s: TrainSettings) -> TrainResult:
         return fit_and_export(prepare_mouse(s.data, s, device), device, t0)
     core = load_core(s.core)
     s = settings_for_core(s, core)
-    check_mouse_fits(core, SensoriumDataset(s.data).frame_shape, core.meta.behavior, s.data)
+    check_frames(core, SensoriumDataset(s.data).frame_shape, s.data)  # before the basis is used
     mouse = prepare_mouse(s.data, s, device, (core.pix_mean, core.pix_basis))
-    check_mouse_fits(core, mouse.ds.frame_shape, mouse.behavior, s.data)
+    check_behavior(core, mouse.behavior, s.data)
     return fit_and_export(mouse, device, t0, core)
