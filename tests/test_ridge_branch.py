@@ -29,7 +29,8 @@ def test_unshifted_alpha_uses_both_validation_halves(tmp_path, monkeypatch) -> N
 
     monkeypatch.setattr(fit, "choose_alpha", spy)
     s = TrainSettings(data=str(data), out=str(tmp_path / "x.onnx"), lag=3, readout=8,
-                      pixels=16, gain=False, eye_shifts=(0.0, 1.5), progress=False)
+                      pixels=16, gain=False, neuron_weights=False, eye_shifts=(0.0, 1.5),
+                      progress=False)
     m = prepare_mouse(str(data), s, torch.device("cpu"))
     stop, select = len(m.val.starts), len(m.select.starts)
     assert m.select is not m.val and stop >= 1 and select >= 1

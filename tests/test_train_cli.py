@@ -73,6 +73,9 @@ def test_decoder_ensemble(data_dir: Path, tmp_path: Path, capsys) -> None:
     assert card.validation_score == pytest.approx(members["selection_scores"]["ensemble"])
     if not members["kept"]:
         assert tr["ensemble_validation_score"] == tr["ridge_branch_validation_score"]
+    weights = tr["choices"]["neuron_weights"]  # weighted front end unless plainly worse
+    assert set(weights["selection_scores"]) == {"weighted", "unweighted"}
+    assert weights["reliability"]["median_r"] > 0.3  # every synthetic neuron sees the movie
     assert card.validation_score > 0.5
     assert card.onnx_max_abs_diff is not None and card.onnx_max_abs_diff < 0.255
     norm = np.load(model.with_suffix(".norm.npz"))
@@ -89,9 +92,11 @@ def test_decoder_without_behavior(data_dir: Path, tmp_path: Path) -> None:
     model = tmp_path / "nb.onnx"
     assert run_cli("train", "--data", str(data_dir), "--out", str(model), "--time-budget", "3",
                    "--ensemble", "1", "--readout", "16", "--no-behavior", "--device", "cpu",
-                   "--lag", "5", "--no-progress") == 0
+                   "--lag", "5", "--no-neuron-weights", "--no-progress") == 0
     card = load_card(model)
     assert onnx_inputs(model) == {"activity": [1, 10, N]}
+    weights = card.extra["training"]["choices"]["neuron_weights"]
+    assert not weights["kept"] and "--no-neuron-weights" in weights["why"]
     assert "behavior_inputs" not in card.extra
     assert card.extra["training"]["method"] == "decoder"
 

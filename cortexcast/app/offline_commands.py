@@ -86,7 +86,7 @@ def run_train(args: argparse.Namespace) -> int:
                 max_lag_ms=args.max_lag_ms, train_trials=args.train_trials,
                 epochs=args.epochs, time_budget_s=budget, seed=args.seed, device=args.device,
                 lr=args.lr, patience=args.patience, behavior=not args.no_behavior,
-                core_lr_scale=args.core_lr_scale,
+                neuron_weights=not args.no_neuron_weights, core_lr_scale=args.core_lr_scale,
                 val_tier=args.val_tier, progress=not args.no_progress, extra=extra, **more)
             from cortexcast.decoder.training.device import pick_device  # imports torch
             from cortexcast.decoder.training.train import train
@@ -155,6 +155,9 @@ def register_train(sub: argparse._SubParsersAction) -> None:
                    help="decoder members averaged inside the one ONNX graph (default 4)")
     p.add_argument("--no-behavior", action="store_true",
                    help="ignore pupil, running and eye position (graph input 'activity' only)")
+    p.add_argument("--no-neuron-weights", action="store_true",
+                   help="--method decoder: read the z-scored population as it is, not weighted "
+                   "by each neuron's cross-validated encoding correlation with the movie")
     p.add_argument("--patience", type=int, default=10,
                    help="epochs without validation progress before stopping (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)

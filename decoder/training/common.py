@@ -104,6 +104,10 @@ class TrainSettings(ModelSettings):
     """Use pupil, running and pupil centre (when the dataset has them)."""
     gain: bool = True
     """Divide out each neuron's behavioural (pupil, running) gain (needs behaviour)."""
+    neuron_weights: bool = True
+    """Weigh each z-scored neuron by how well a linear encoding model predicts it from the
+    movie (cross-validated on the training trials) before the front end's PCA; the
+    unweighted population is used where it clearly wins on the selection split."""
     eye_shifts: tuple[float, ...] = (0.0, 1.5, -1.5, 3.0, -3.0, 4.5, -4.5)
     """Eye-shift gains (pixels per pupil-centre z) tried for the retinal ridge branch."""
     feature_noise: float = 0.3

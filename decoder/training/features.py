@@ -79,7 +79,7 @@ class FrontEnd:
     beh_mean: np.ndarray    # (4,)
     beh_std: np.ndarray     # (4,)
     gain: np.ndarray        # (2, N) log gain per z-unit of pupil, running (zeros: none)
-    axes: np.ndarray        # (N, K) principal axes in z-space
+    axes: np.ndarray        # (N, K) principal axes of the weighted z-space, times the weights
 
     @property
     def c0(self) -> np.ndarray:
@@ -137,10 +137,17 @@ PCA_STEPS = 12
 
 def fit_front(ds: SensoriumDataset, ids: Sequence[int], norm: Normalisation,
               beh_mean: np.ndarray, beh_std: np.ndarray, gain: np.ndarray, k: int,
-              max_frames: int, seed: int) -> FrontEnd:
+              max_frames: int, seed: int, weights: np.ndarray | None = None) -> FrontEnd:
     """Top-k principal axes of the gain-corrected, z-scored training responses (streamed;
-    at most ``max_frames`` evenly spread frames; randomised subspace iteration)."""
+    at most ``max_frames`` evenly spread frames; randomised subspace iteration).
+
+    ``weights`` (N,): each z-scored neuron is scaled by its weight before the PCA
+    (:mod:`~cortexcast.decoder.training.neuron_weights`) and the weights are folded into
+    ``axes``, so the features are ``(z * weights) @ V``; the live graph is unchanged."""
     n = ds.n_neurons
+    w = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32)
+    if w.shape != (n,) or not np.all(np.isfinite(w)) or not np.any(w > 0):
+        raise ValueError(f"neuron weights must be {n} finite numbers, some > 0")
     k = min(k, n)
     proto = FrontEnd(np.asarray(norm.resp_mean, np.float64), norm.safe_std(), beh_mean, beh_std,
                      gain, np.zeros((n, 0)))
@@ -155,7 +162,7 @@ def fit_front(ds: SensoriumDataset, ids: Sequence[int], norm: Normalisation,
             continue
         b = ds.behavior_rows(tid) if gain.any() else None
         x = proto.corrected(r[rows], None if b is None else np.nan_to_num(b[rows]))
-        parts.append(((x - proto.resp_mean) / proto.resp_std).astype(np.float32))
+        parts.append(((x - proto.resp_mean) / proto.resp_std).astype(np.float32) * w)
     z = np.concatenate(parts) if parts else np.zeros((0, n), np.float32)
     if len(z) < 2:
         raise DatasetError(f"{ds.root}: too few training frames for a PCA ({len(z)})")
@@ -169,7 +176,7 @@ def fit_front(ds: SensoriumDataset, ids: Sequence[int], norm: Normalisation,
     for _ in range(PCA_STEPS):
         q = np.linalg.qr(z.T @ (z @ q))[0]
     _, _, vt = np.linalg.svd(z @ q, full_matrices=False)
-    axes = (q @ vt.T[:, :k]).astype(np.float64)
+    axes = (q @ vt.T[:, :k]).astype(np.float64) * w[:, None].astype(np.float64)
     return FrontEnd(proto.resp_mean, proto.resp_std, beh_mean, beh_std, gain, axes)
 
 

@@ -27,14 +27,15 @@ from cortexcast.decoder.training.common import (
 )
 from cortexcast.decoder.training.core_file import Core, start_from_core
 from cortexcast.decoder.training.features import (
-    FeatureSet, FrontEnd, build_features, check_trials, fit_front, fit_gain, fit_pixel_basis,
-    has_behavior, trial_behavior,
+    FeatureSet, FrontEnd, check_trials, fit_front, fit_gain, fit_pixel_basis, has_behavior,
+    trial_behavior,
 )
 from cortexcast.decoder.training.fit import (
-    Cache, FitOptions, FitReport, RidgeBranch, branch_scores, fit_members, fit_ridge_branch,
+    Cache, FitOptions, FitReport, RidgeBranch, fit_members, fit_ridge_branch,
 )
+from cortexcast.decoder.training.front_choice import choose_front, feature_sets
 from cortexcast.decoder.training.lag_choice import WindowChoice, resolve_window
-from cortexcast.decoder.training.ridge_fit import clearly_better
+from cortexcast.decoder.training.neuron_weights import fit_neuron_weights
 from cortexcast.decoder.training.residual import ResidualDecoder, ResidualShape, export_residual
 from cortexcast.decoder.training.windows import Normalisation, normalisation, pad_responses, windows_of
 
@@ -68,6 +69,7 @@ class Mouse:
     """The settings with window and lag resolved (chosen on validation unless given)."""
     window_choice: WindowChoice | None = None
     gain_choice: dict[str, Any] = dataclasses.field(default_factory=dict)
+    weight_choice: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def prepare_mouse(data: str, s: TrainSettings, device: torch.device,
@@ -90,8 +92,13 @@ def prepare_mouse(data: str, s: TrainSettings, device: torch.device,
     beh_mean, beh_std = ds.behavior_statistics(train_ids)
     gain = (fit_gain(ds, train_ids, beh_mean, beh_std) if behavior and s.gain
             else np.zeros((2, ds.n_neurons), np.float32))
-    front = fit_front(ds, train_ids, norm, beh_mean, beh_std, gain, s.readout, s.pca_frames,
-                      s.seed)
+    weights = fit_neuron_weights(ds, train_ids, norm) if s.neuron_weights else None
+
+    def fit(g: np.ndarray, weighted: bool) -> FrontEnd:
+        return fit_front(ds, train_ids, norm, beh_mean, beh_std, g, s.readout, s.pca_frames,
+                         s.seed, weights.weights if weighted and weights is not None else None)
+
+    front = fit(gain, True)
 
     def features(tid: int, window: int, lag: int) -> np.ndarray:
         beh = trial_behavior(ds, tid, window, lag, front.beh_mean)
@@ -108,13 +115,33 @@ def prepare_mouse(data: str, s: TrainSettings, device: torch.device,
     gain_choice: dict[str, Any] = {"kept": False, "why": "no behaviour" if not behavior
                                    else "switched off (--no-gain)" if not s.gain else
                                    "no neuron's gain could be fitted"}
+    known = None
     if np.any(front.gain):
-        plain_front = fit_front(ds, train_ids, norm, beh_mean, beh_std, np.zeros_like(gain),
-                                s.readout, s.pca_frames, s.seed)
-        front, (train, val, select), gain_choice = choose_gain(
-            ds, s, {"gain": front, "no gain": plain_front}, split, mask, pix_mean, basis)
-    else:
-        train, val, select = feature_sets(ds, s, front, split)
+        variants = {"gain": front, "no gain": fit(np.zeros_like(gain), True)}
+        kept, known, scores = choose_front(ds, s, variants, "no gain", split, mask, pix_mean,
+                                           basis)
+        front = variants[kept]
+        log.info("behavioural gain: selection r %.4f with, %.4f without: %s", scores["gain"],
+                 scores["no gain"], "kept" if kept == "gain" else "not kept")
+        gain_choice = {"kept": kept == "gain", "selection_scores": scores,
+                       "why": "ridge branch with vs without the correction on the selection "
+                              "split; kept only if better by 2 standard errors of the paired "
+                              "difference"}
+    weight_choice: dict[str, Any] = {"kept": False, "why": "switched off (--no-neuron-weights)"}
+    if weights is not None:
+        variants = {"weighted": front, "unweighted": fit(front.gain, False)}
+        kept, known, scores = choose_front(ds, s, variants, "weighted", split, mask, pix_mean,
+                                           basis, None if known is None else {"weighted": known})
+        front = variants[kept]
+        log.info("neuron weights: selection r %.4f weighted, %.4f unweighted: %s",
+                 scores["weighted"], scores["unweighted"],
+                 "kept" if kept == "weighted" else "not kept")
+        weight_choice = {"kept": kept == "weighted", "selection_scores": scores,
+                         "reliability": weights.summary(),
+                         "why": "ridge branch on the weighted vs the unweighted population's "
+                                "axes on the selection split; unweighted only if better by 2 "
+                                "standard errors of the paired difference"}
+    train, val, select = known[0] if known else feature_sets(ds, s, front, split)
     shifts = s.eye_shifts if behavior else (0.0,)
     ridge = fit_ridge_branch(train, val, select, front, s.window, s.lag, s.alphas,
                              s.default_alpha, shifts, mask, ds.frame_shape, pix_mean, basis)
@@ -126,49 +153,8 @@ def prepare_mouse(data: str, s: TrainSettings, device: torch.device,
              front.axes.shape[1], basis.shape[1], behavior, ridge.val_score, ridge.alpha,
              ridge.shift_px, prep)
     return Mouse(ds, train_ids, val_ids, val_desc, mask, mask_desc, norm, behavior, front,
-                 pix_mean, basis, train, val, select, ridge, prep, s, choice, gain_choice)
-
-
-def feature_sets(ds: SensoriumDataset, s: TrainSettings, front: FrontEnd,
-                 split: tuple[list[int], list[int], list[int]]
-                 ) -> tuple[FeatureSet, FeatureSet, FeatureSet]:
-    """(training, early-stopping, selection) feature caches; the last two are one object
-    when the selection split is the early-stopping split."""
-    train_ids, stop_ids, select_ids = split
-    train = build_features(ds, train_ids, front, s.window, s.lag)
-    val = build_features(ds, stop_ids, front, s.window, s.lag)
-    select = (val if select_ids == stop_ids
-              else build_features(ds, select_ids, front, s.window, s.lag))
-    return train, val, select
-
-
-def choose_gain(ds: SensoriumDataset, s: TrainSettings, variants: dict[str, FrontEnd],
-                split: tuple[list[int], list[int], list[int]], mask: np.ndarray,
-                pix_mean: np.ndarray, basis: np.ndarray):
-    """Keep the behavioural gain correction only where it helps: the ridge branch (no eye
-    shift) on the front end with it (``variants["gain"]``) and on one fitted without it
-    (``"no gain"``: its own principal axes; the corrected responses' axes cost an uncorrected
-    front end 0.01 on a suite mouse), alpha chosen on the early-stopping split, compared on
-    the selection split. Returns (front end, its feature caches, the record)."""
-    caches, per = {}, []
-    for name, fr in variants.items():
-        caches[name] = feature_sets(ds, s, fr, split)
-        train, val, select = caches[name]
-        br = fit_ridge_branch(train, val, select, fr, s.window, s.lag, s.alphas,
-                              s.default_alpha, (0.0,), mask, ds.frame_shape, pix_mean, basis)
-        per.append(branch_scores(br, select, fr, s.window, s.lag, mask, ds.frame_shape,
-                                 pix_mean, basis))
-    # the simpler model (no correction) unless the correction wins clearly, trial by trial:
-    # a bare "higher" on a few clips kept a gain that cost 0.015 on test (issue 12)
-    won, means = clearly_better(np.array(per).T, 1)
-    scores = {"gain": float(means[0]), "no gain": float(means[1])}
-    keep = "gain" if won == 0 else "no gain"
-    log.info("behavioural gain: selection r %.4f with, %.4f without: %s", scores["gain"],
-             scores["no gain"], "kept" if keep == "gain" else "not kept")
-    record = {"kept": keep == "gain", "selection_scores": scores,
-              "why": "ridge branch with vs without the correction on the selection split; "
-                     "kept only if better by 2 standard errors of the paired difference"}
-    return variants[keep], caches[keep], record
+                 pix_mean, basis, train, val, select, ridge, prep, s, choice, gain_choice,
+                 weight_choice)
 
 
 def build_model(m: Mouse, s: TrainSettings, members: int) -> ResidualDecoder:
@@ -277,6 +263,7 @@ def choices(m: Mouse, r: FitReport) -> dict[str, Any]:
                              "given": True}),
         "eye_shift": {"kept_px_per_z": m.ridge.shift_px, "selection_scores": m.ridge.selection},
         "gain": m.gain_choice,
+        "neuron_weights": m.weight_choice,
         "members": {"kept": r.members_kept, "selection_scores": r.selection,
                     "early_stopping_scores": {"ensemble": r.ensemble_score,
                                               "ridge": r.ridge_score}},
