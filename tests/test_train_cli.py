@@ -76,6 +76,7 @@ def test_decoder_ensemble(data_dir: Path, tmp_path: Path, capsys) -> None:
     weights = tr["choices"]["neuron_weights"]  # weighted front end unless plainly worse
     assert set(weights["selection_scores"]) == {"weighted", "unweighted"}
     assert weights["reliability"]["median_r"] > 0.3  # every synthetic neuron sees the movie
+    assert ("encoding correlation" in card.method) == weights["kept"]
     assert card.validation_score > 0.5
     assert card.onnx_max_abs_diff is not None and card.onnx_max_abs_diff < 0.255
     norm = np.load(model.with_suffix(".norm.npz"))

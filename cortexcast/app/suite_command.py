@@ -152,7 +152,8 @@ def _fit_and_score(method: str, ds, data: Path, folder: Path, key: str, count: i
         ch = card.extra["training"]["choices"]
         chose = {"window": card.window, "lag": card.lag,
                  "eye_shift_px_per_z": ch["eye_shift"]["kept_px_per_z"],
-                 "gain": ch["gain"].get("kept"), "members": ch["members"]["kept"]}
+                 "gain": ch["gain"].get("kept"), "members": ch["members"]["kept"],
+                 "neuron_weights": ch.get("neuron_weights", {}).get("kept")}
     return _score_onnx(data, path, mask), chose
 
 

@@ -238,9 +238,11 @@ def card_info(m: Mouse, s: TrainSettings, model: ResidualDecoder, r: FitReport,
         extra["behavior_inputs"] = list(BEHAVIOR_KEYS)
     score = r.selection.get("ensemble", r.ensemble_score)
     members = "" if r.members_kept else "; nonlinear members not kept (did not beat ridge)"
+    weighted = ("; z-scored neurons weighted by their cross-validated encoding correlation "
+                "(+0.05) before the PCA" if m.weight_choice.get("kept") else "")
     return {
-        "method": f"{model.s.describe()}; loss MSE + {s.corr_weight:g} x (1 - r); AdamW lr "
-                  f"{s.lr:g}; each member early-stopped on {m.val_desc}{members}",
+        "method": f"{model.s.describe()}{weighted}; loss MSE + {s.corr_weight:g} x (1 - r); "
+                  f"AdamW lr {s.lr:g}; each member early-stopped on {m.val_desc}{members}",
         "validation_score": score if np.isfinite(score) else None,
         "training_time_s": round(train_time, 2),
         "data_used": {"folder": str(Path(m.ds.root).resolve()), "train_tier": s.train_tier,
