@@ -123,8 +123,9 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         "36x64 stimulus frame, on tier 'train' of a dataset folder in the Sensorium 2023 "
         "layout, with early stopping on the validation tier. Writes MODEL.onnx, its card "
         "MODEL.json, its evaluation mask MODEL.mask.npy and the normalisation MODEL.norm.npz, "
-        "after checking onnxruntime against torch. --method decoder (default): ridge as a "
-        "linear branch plus a nonlinear residual that uses pupil, running and eye position, "
+        "after checking onnxruntime against torch. --method decoder (default): the neurons "
+        "weighted by how well the movie predicts each, ridge as a linear branch plus a "
+        "nonlinear residual that uses pupil, running and eye position, "
         "--ensemble members averaged in one graph. --method ridge: the linear baseline. "
         "Several --data folders (decoder only): one shared core, one readout per mouse, and one "
         "model per mouse, MODEL.<folder name>.onnx. Needs the 'train' extra (torch).")
