@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw, ImageFont
 _BG = (255, 255, 255)
 _INK = (20, 20, 20)
 _COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189),
-            (140, 86, 75)]
+            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+"""Ten distinguishable line colours: a learning-curve report has 3 methods x 3 trial counts."""
 
 
 def _font() -> ImageFont.ImageFont:
