@@ -10,7 +10,6 @@ selection split: a bare "higher" on a few clips kept a gain that cost 0.015 on t
 
 from __future__ import annotations
 
-import logging
 from typing import Mapping
 
 import numpy as np
@@ -20,8 +19,6 @@ from cortexcast.decoder.training.common import TrainSettings
 from cortexcast.decoder.training.features import FeatureSet, FrontEnd, build_features
 from cortexcast.decoder.training.fit import branch_scores, fit_ridge_branch
 from cortexcast.decoder.training.ridge_fit import clearly_better
-
-log = logging.getLogger("cortexcast.decoder.training.train")
 
 Split = tuple[list[int], list[int], list[int]]
 Caches = tuple[FeatureSet, FeatureSet, FeatureSet]
