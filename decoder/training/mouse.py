@@ -92,7 +92,9 @@ def prepare_mouse(data: str, s: TrainSettings, device: torch.device,
     beh_mean, beh_std = ds.behavior_statistics(train_ids)
     gain = (fit_gain(ds, train_ids, beh_mean, beh_std) if behavior and s.gain
             else np.zeros((2, ds.n_neurons), np.float32))
-    weights = fit_neuron_weights(ds, train_ids, norm) if s.neuron_weights else None
+    pix_mean, basis = frame_basis or fit_pixel_basis(ds, train_ids, s.pixels)
+    weights = (fit_neuron_weights(ds, train_ids, norm, frame_basis=(pix_mean, basis))
+               if s.neuron_weights else None)
 
     def fit(g: np.ndarray, weighted: bool) -> FrontEnd:
         return fit_front(ds, train_ids, norm, beh_mean, beh_std, g, s.readout, s.pca_frames,
@@ -104,7 +106,6 @@ def prepare_mouse(data: str, s: TrainSettings, device: torch.device,
         beh = trial_behavior(ds, tid, window, lag, front.beh_mean)
         return front(pad_responses(ds.responses(tid), window, lag), beh)
 
-    pix_mean, basis = frame_basis or fit_pixel_basis(ds, train_ids, s.pixels)
     s, choice = resolve_window(s, ds, train_ids, val_ids, features, mask, s.alphas,
                                say=lambda msg: log.info("%s", msg),
                                frame_basis=(pix_mean, basis))

@@ -32,7 +32,8 @@ from typing import Sequence
 
 import numpy as np
 
-from cortexcast.decoder.offline.dataset import DatasetError, SensoriumDataset
+from cortexcast.decoder.offline.dataset import SensoriumDataset
+from cortexcast.decoder.training.features import fit_pixel_basis
 from cortexcast.decoder.training.windows import Normalisation
 from cortexcast.decoder.training.plain_ridge import lagged
 
@@ -50,37 +51,21 @@ class NeuronWeights:
                                             / max(len(r) * (self.weights ** 2).sum(), 1e-12))}
 
 
-def _frame_axes(ds: SensoriumDataset, ids: Sequence[int], k: int,
-                step: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """(mean (P,), top-k principal axes (P, k)) of every ``step``-th training frame."""
-    p = int(np.prod(ds.frame_shape))
-    s1, s2, rows = np.zeros(p), np.zeros((p, p)), 0
-    for tid in ids:
-        v = ds.video(tid).reshape(ds.length(tid), -1)[::step].astype(np.float64)
-        v = v[np.isfinite(v).all(axis=1)]
-        s1 += v.sum(0)
-        s2 += v.T @ v
-        rows += len(v)
-    if rows < 2:
-        raise DatasetError(f"{ds.root}: too few finite training frames ({rows})")
-    mean = s1 / rows
-    cov = s2 / rows - np.outer(mean, mean)
-    k = min(k, p)
-    _, vec = np.linalg.eigh(cov)
-    return mean, vec[:, ::-1][:, :k].copy()
-
-
 FLOOR = 0.05
 """Added to every neuron's correlation before scaling (see the module docstring)."""
 
 
 def fit_neuron_weights(ds: SensoriumDataset, ids: Sequence[int], norm: Normalisation, *,
                        components: int = 64, lags: int = 10, alpha: float = 0.1,
-                       floor: float = FLOOR) -> NeuronWeights:
+                       floor: float = FLOOR,
+                       frame_basis: tuple[np.ndarray, np.ndarray] | None = None
+                       ) -> NeuronWeights:
     """Cross-validated encoding correlation of every neuron on ``ids`` (see the module doc).
 
     ``alpha``: ridge penalty relative to the mean eigenvalue of each half's Gram matrix.
-    With fewer than two training trials there is nothing to cross-validate: weights of 1.
+    ``frame_basis``: (mean, principal axes) of the frames, e.g. the decoder's own; its first
+    ``components`` axes are used (default: fitted here). With fewer than two training trials
+    there is nothing to cross-validate: weights of 1.
     """
     n = ds.n_neurons
     ids = list(ids)
@@ -88,7 +73,8 @@ def fit_neuron_weights(ds: SensoriumDataset, ids: Sequence[int], norm: Normalisa
         return NeuronWeights(np.ones(n), np.zeros(n))
     mean = np.asarray(norm.resp_mean, np.float64)
     inv_std = 1.0 / norm.safe_std()
-    pix_mean, axes = _frame_axes(ds, ids, components)
+    pix_mean, basis = frame_basis or fit_pixel_basis(ds, ids, components)
+    axes = np.asarray(basis[:, :components], np.float64)
     d = lags * axes.shape[1]
 
     def design(tid: int) -> tuple[np.ndarray, np.ndarray]:
