@@ -25,8 +25,13 @@ def test_packaged_metadata_has_every_mouse_and_is_small():
 
 
 def test_image_pools_are_disjoint_and_load_offline():
-    assert not set(stimulus.TRAIN_IMAGES) & set(stimulus.TEST_IMAGES)
+    pools = [set(stimulus.image_names(p)) for p in ("train", "validation", "test")]
+    assert all(not a & b for i, a in enumerate(pools) for b in pools[i + 1:])
+    assert set().union(*pools) == set(stimulus.image_names("all"))
     assert len(stimulus.TEST_IMAGES) >= 4 and len(stimulus.TRAIN_IMAGES) >= 10
+    assert len(stimulus.VALIDATION_IMAGES) >= 2
+    with pytest.raises(ValueError, match="image pool"):
+        stimulus.image_names("holdout")
     for img in stimulus.load_pool("all"):
         assert min(img.levels[0].shape) == 144 and img.levels[0].dtype == np.float32
 

@@ -226,7 +226,7 @@ def test_neuron_count_range():
         with pytest.raises(ValueError, match="n_neurons"):
             SimSettings(n_neurons=bad)
     with pytest.raises(ValueError, match="images"):
-        SimSettings(images="validation")
+        SimSettings(images="holdout")
     with pytest.raises(ConfigError, match="n_neurons"):
         settings_from_table(SimSettings, {"n_neurons": 50}, "rig.toml: [daq.sim]")
     s = settings_from_table(SimSettings, {"n_neurons": 100, "duration_s": 3}, "t")

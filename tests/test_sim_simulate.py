@@ -11,7 +11,7 @@ import pytest
 
 from cortexcast.app import simulate
 from cortexcast.daq.sim.settings import SimSettings
-from cortexcast.daq.sim.stimulus import TEST_IMAGES, TRAIN_IMAGES
+from cortexcast.daq.sim.stimulus import TEST_IMAGES, TRAIN_IMAGES, VALIDATION_IMAGES
 from cortexcast.decoder.offline.dataset import SensoriumDataset
 from cortexcast.core.rois import load_rois
 
@@ -75,7 +75,8 @@ def test_test_tiers_show_only_held_out_images(dataset: Path):
     seen = {tier: set() for tier in set(tiers.tolist())}
     for tier, names in zip(tiers, images):
         seen[str(tier)] |= set(str(names).split("+"))
-    assert seen["train"] <= set(TRAIN_IMAGES) and seen["oracle"] <= set(TRAIN_IMAGES)
+    assert seen["train"] <= set(TRAIN_IMAGES)
+    assert seen["oracle"] and seen["oracle"] <= set(VALIDATION_IMAGES)
     for tier in ("live_test_main", "final_test_main"):
         assert seen[tier] and seen[tier] <= set(TEST_IMAGES)
     # and no test frame is a train frame

@@ -10,7 +10,7 @@ import pytest
 
 from cortexcast.app.cli import main
 from cortexcast.app.suite_command import run_mouse
-from cortexcast.decoder.offline.suite import MouseResult, SuiteSettings, summarise
+from cortexcast.decoder.offline.suite import MouseResult, SuiteSettings, summarise, write_report
 from cortexcast.decoder.training.ridge_fit import choose_alpha, clearly_better
 
 
@@ -21,6 +21,21 @@ def test_ratios_and_summary():
     s = summarise([a, b], ("ridge", "plain"))
     assert s["ridge"]["min_ratio"] == pytest.approx(0.3 / 0.33)
     assert s["ridge_minus_plain"]["mice_below_minus_0.005"] == 1
+
+
+def test_no_ratio_to_a_ridge_without_skill_and_the_report_is_strict_json(tmp_path):
+    bad = MouseResult(3, {}, {"ridge": -0.10, "plain": -0.13, "decoder": 0.05})
+    assert all(np.isnan(v) for v in bad.ratios().values())  # not 1.3 for the worse one
+    good = MouseResult(4, {}, {"ridge": 0.5, "plain": 0.4, "decoder": 0.6})
+    s = summarise([bad, good], ("ridge", "plain", "decoder"))
+    assert s["decoder"]["min_ratio"] == pytest.approx(1.2)  # the mouse without skill left out
+    path = tmp_path / "suite.json"
+    write_report(path, {"mice": [{"ratio_to_better_ridge": bad.ratios()}], "x": (1.5, np.inf)})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    loaded = json.loads(text)
+    assert loaded["mice"][0]["ratio_to_better_ridge"]["decoder"] is None
+    assert loaded["x"] == [1.5, None]
 
 
 def test_choose_alpha_keeps_the_default_without_clear_evidence():
@@ -64,8 +79,11 @@ def test_suite_command_end_to_end_on_two_tiny_mice(tmp_path, capsys):
         assert m["mouse"]["trials"] == 4  # simulated with the largest count
         assert set(m["scores"]) == {"ridge@2", "plain@2", "ridge@4", "plain@4"}
         for c in (2, 4):  # each ratio is to the better ridge fitted on as many trials
-            r = m["ratio_to_better_ridge"]
-            assert max(r[f"ridge@{c}"], r[f"plain@{c}"]) == pytest.approx(1.0)
+            r, sc = m["ratio_to_better_ridge"], m["scores"]
+            if max(sc[f"ridge@{c}"], sc[f"plain@{c}"]) > 0:
+                assert max(r[f"ridge@{c}"], r[f"plain@{c}"]) == pytest.approx(1.0)
+            else:  # no ratio to a ridge without skill (written as null, strict JSON)
+                assert r[f"ridge@{c}"] is None and r[f"plain@{c}"] is None
         assert m["choices"]["ridge@4"]["lag"] <= 9
     assert report["summary"]["ridge@4"]["median_ratio"] is not None
     curves = report["trial_counts"]

@@ -9,9 +9,10 @@ stimulus frame ``t`` was on screen (the mean if several were; the previous
 frame's if none was), assembled by :mod:`cortexcast.decoder.offline.trials` as
 ``cortexcast export`` assembles a recorded session.
 
-Tiers: ``train`` (clips from the train image pool), ``oracle`` (a few other
-train-pool clips, each shown several times), ``live_test_main`` and
-``final_test_main`` (clips from the held-out test image pool). Trials are
+Tiers: ``train`` (clips from the train image pool), ``oracle`` (a few clips from
+the validation image pool, each shown several times), ``live_test_main`` and
+``final_test_main`` (clips from the held-out test image pool). No image is in two pools,
+so validation, like test, scores images the fit never saw. Trials are
 shown in random order and numbered in another random order. Besides the
 layout, the folder holds ``meta/trials/clip_ids.npy`` (which trials repeat
 one clip), ``meta/trials/images.npy`` (the images each trial showed,
@@ -74,7 +75,7 @@ def _clip_plan(plan: DatasetPlan, session_seed: int, frame_rate: float, meta
     trials: list[tuple[str, str, np.ndarray, tuple[str, ...]]] = []
     trials += [("train", f"train-{k}", c, im)
                for k, (c, im) in enumerate(clips("train", plan.train, 101))]
-    for k, (c, im) in enumerate(clips("train", plan.oracle_clips, 102)):
+    for k, (c, im) in enumerate(clips("validation", plan.oracle_clips, 102)):
         trials += [("oracle", f"oracle-{k}", c, im)] * plan.oracle_repeats
     for tier, tag in (("live_test_main", 103), ("final_test_main", 104)):
         trials += [(tier, f"{tier}-{k}", c, im)

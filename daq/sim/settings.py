@@ -25,7 +25,7 @@ from cortexcast.core.config import path_field
 MICE = tuple("ABCDEFGHIJ")
 """The ten Sensorium 2023 mice whose real neuron coordinates ship with the package."""
 
-IMAGE_POOLS = ("train", "test", "all")
+IMAGE_POOLS = ("train", "validation", "test", "all")
 
 
 def check_host_port(name: str, value: str, *, empty_ok: bool = False) -> None:
@@ -63,7 +63,8 @@ class SimSettings:
     duration_s: float | None = None
     """Stop after this much rig time (s, > 0); None: run until closed (or the clips end)."""
     images: str = "all"
-    """Image pool the generated movie uses: "train", "test" (never in training clips) or "all"."""
+    """Image pool the generated movie uses: "train", "validation" or "test" (neither ever in
+    training clips), or "all"."""
     scene_min_s: float = 1.0
     """Shortest scene between cuts (s, 0.1..60)."""
     scene_max_s: float = 4.0

@@ -121,11 +121,15 @@ class MouseResult:
         return max(vals) if vals else float("nan")
 
     def ratios(self) -> dict[str, float]:
-        """Each score over the better ridge trained on the same number of trials."""
+        """Each score over the better ridge trained on the same number of trials.
+
+        NaN where that ridge scored <= 0: a ratio to a score of no skill says nothing (and
+        flips sign below 0).
+        """
         out = {}
         for key, v in self.scores.items():
             ref = self.reference(key[key.index("@"):] if "@" in key else "")
-            out[key] = v / ref if ref and math.isfinite(ref) else float("nan")
+            out[key] = v / ref if math.isfinite(ref) and ref > 0 else float("nan")
         return out
 
 
@@ -178,11 +182,19 @@ def report(s: SuiteSettings, results: Sequence[MouseResult]) -> dict[str, Any]:
 
 
 def write_report(path: Path, content: dict[str, Any]) -> None:
-    path.write_text(json.dumps(content, indent=2, default=_nan_none) + "\n")
+    """Strict JSON: NaN and infinities (no score, no ratio) are written as null."""
+    path.write_text(json.dumps(_nan_none(content), indent=2, default=str,
+                               allow_nan=False) + "\n")
 
 
 def _nan_none(x: Any) -> Any:
-    return None if isinstance(x, float) and not math.isfinite(x) else str(x)
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _nan_none(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_nan_none(v) for v in x]
+    return x
 
 
 def trial_count_curves(results: Sequence[MouseResult], s: SuiteSettings
