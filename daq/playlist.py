@@ -37,7 +37,7 @@ MANIFEST = "manifest.json"
 MOVIES = "movies"
 MOVIE_EXT = ".avi"
 COLUMNS = ("index", "clip", "tier", "repeat", "frames", "movie")
-TIERS = ("train", "test")
+TIERS = ("train", "validation", "test")
 DEFAULT_STIM_RATE_HZ = 30.0
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 

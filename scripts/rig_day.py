@@ -3,7 +3,8 @@
 
 Runs the commands a rig operator runs, each as its own ``cortexcast`` process, and times them:
 
-1. ``cortexcast clips``   a calibration clip set (training clips + repeated test clips);
+1. ``cortexcast clips``   a calibration clip set (training and validation clips + repeated
+                          test clips);
 2. ``cortexcast up``      a session: the simulated rig plays the clip set, announcing clip
                           identity (UDP) and pupil/eye (UDP JSON) as a stimulus computer and an
                           eye tracker would, and ``record`` writes frames, sync and stimulus;
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, required=True, help="the animal (never used in development)")
     p.add_argument("--train-clips", type=int, default=100)
     p.add_argument("--test-clips", type=int, default=10)
+    p.add_argument("--validation-clips", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--clip-seconds", type=float, default=10.0)
     p.add_argument("--neurons", type=int, default=7800)
@@ -170,18 +172,21 @@ def main(argv: list[str] | None = None) -> int:
     times["clips"] = cortexcast(
         "clips", "--out", str(work / "clips"), "--train-clips", str(args.train_clips),
         "--test-clips", str(args.test_clips), "--repeats", str(args.repeats),
-        "--clip-seconds", str(args.clip_seconds), "--seed", str(args.seed), "--no-movies",
+        "--validation-clips", str(args.validation_clips), "--clip-seconds", str(args.clip_seconds), "--seed", str(args.seed), "--no-movies",
         log=logs / "clips.log")
     times["session"] = cortexcast("up", "--config", str(session_config(work, args)),
                                   log=logs / "session.log")
 
     # The reference: the same animal through `simulate` (its rois.npz: the true footprints).
-    n_val = max(1, args.train_clips // 10)
+    # as many training and validation trials as the session (without validation clips,
+    # export holds out a tenth of the training clips)
+    n_val = args.validation_clips or max(1, args.train_clips // 10)
+    n_train = args.train_clips if args.validation_clips else args.train_clips - n_val
     times["simulate"] = cortexcast(
         "simulate", "--out", str(work / "ds_simulate"), "--preset", PRESET,
         "--seed", str(args.seed), "--session-seed", str(args.seed + 2),
         "--neurons", str(args.neurons), "--height", str(args.size), "--width", str(args.size),
-        "--imaging-rate-hz", str(args.imaging_rate), "--trials", str(args.train_clips - n_val),
+        "--imaging-rate-hz", str(args.imaging_rate), "--trials", str(n_train),
         "--oracle-clips", str(n_val), "--oracle-repeats", "1",
         "--test-trials", str(args.test_clips * args.repeats), "--frames", str(frames),
         log=logs / "simulate.log")

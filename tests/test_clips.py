@@ -15,7 +15,8 @@ from cortexcast.app.cli import main
 from cortexcast.daq.playlist import (COLUMNS, ClipSet, PlaylistEntry, PlaylistError,
                                      load_clip_set)
 
-SMALL = ["--train-clips", "3", "--test-clips", "2", "--repeats", "2", "--clip-seconds", "0.5",
+SMALL = ["--train-clips", "3", "--test-clips", "2", "--repeats", "2", "--validation-clips", "2",
+         "--clip-seconds", "0.5",
          "--monitor", "256x144", "--jobs", "1"]
 
 
@@ -35,11 +36,13 @@ def test_folder_round_trips_through_load_clip_set(clip_dir: Path) -> None:
         5, 2, {"width": 256, "height": 144})
     header = (clip_dir / "playlist.csv").read_text().splitlines()[0]
     assert header == ",".join(COLUMNS)
-    assert len(cs.entries) == 3 + 2 * 2
-    assert [e.index for e in cs.entries] == list(range(7))
+    assert len(cs.entries) == 3 + 2 + 2 * 2
+    assert [e.index for e in cs.entries] == list(range(9))
     assert all(isinstance(e, PlaylistEntry) and e.frames == 15 for e in cs.entries)
     names = {e.clip for e in cs.entries}
-    assert names == {"train_0000", "train_0001", "train_0002", "test_0000", "test_0001"}
+    assert names == {"train_0000", "train_0001", "train_0002", "test_0000", "test_0001",
+                     "validation_0000", "validation_0001"}
+    assert all(e.repeat == 0 for e in cs.entries if e.tier == "validation")  # shown once
     assert set(manifest["clips"]) == names
     for name in names:
         a = cs.clip(name)
@@ -66,20 +69,25 @@ def test_manifest_seed_regenerates_the_clip(clip_dir: Path) -> None:
     assert list(images[0]) == info["images"]
 
 
-def test_test_clip_images_are_disjoint_from_training_images(clip_dir: Path) -> None:
+def test_validation_and_test_clip_images_are_disjoint_from_training_images(
+        clip_dir: Path) -> None:
     from cortexcast.daq.sim.stimulus import image_names
 
     clips = json.loads((clip_dir / "manifest.json").read_text())["clips"]
-    train = {im for c in clips.values() if c["tier"] == "train" for im in c["images"]}
-    test = {im for c in clips.values() if c["tier"] == "test" for im in c["images"]}
-    assert train and test and not train & test
-    assert test <= set(image_names("test")) and train <= set(image_names("train"))
+    seen = {tier: {im for c in clips.values() if c["tier"] == tier for im in c["images"]}
+            for tier in ("train", "validation", "test")}
+    assert all(seen.values())
+    assert not seen["train"] & seen["test"] and not seen["train"] & seen["validation"]
+    assert not seen["validation"] & seen["test"]
+    for tier, images in seen.items():
+        assert images <= set(image_names(tier))
 
 
 def test_repeats_are_interleaved(tmp_path: Path) -> None:
     out = tmp_path / "big"
     assert main(["clips", "--out", str(out), "--train-clips", "12", "--test-clips", "3",
-                 "--repeats", "3", "--clip-seconds", "0.1", "--no-movies"]) == 0
+                 "--repeats", "3", "--clip-seconds", "0.1", "--no-movies",
+                 "--validation-clips", "0"]) == 0
     entries = load_clip_set(out).entries
     assert len(entries) == 12 + 3 * 3
     train = [e.clip for e in entries if e.tier == "train"]
@@ -141,7 +149,7 @@ def test_movie_letterboxes_on_mid_grey(tmp_path: Path) -> None:
 def test_existing_folder_needs_force(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "set"
     args = ["clips", "--out", str(out), "--train-clips", "1", "--test-clips", "1",
-            "--clip-seconds", "0.1", "--no-movies"]
+            "--clip-seconds", "0.1", "--no-movies", "--validation-clips", "1"]
     assert main(args) == 0
     capsys.readouterr()
     assert main(args) == 2
@@ -150,7 +158,7 @@ def test_existing_folder_needs_force(tmp_path: Path, capsys: pytest.CaptureFixtu
     before = (out / "playlist.csv").read_text()
     assert main([*args, "--force", "--seed", "3", "--train-clips", "2"]) == 0
     assert (out / "playlist.csv").read_text() != before
-    assert len(load_clip_set(out).entries) == 2 + 3
+    assert len(load_clip_set(out).entries) == 2 + 1 + 3
 
 
 def test_playlist_naming_a_missing_clip_is_refused(clip_dir: Path, tmp_path: Path) -> None:

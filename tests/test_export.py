@@ -196,6 +196,10 @@ def test_tiers_from_repeats_or_clip_set_with_a_seeded_oracle() -> None:
     tiers = assign_tiers(["a", "b", "c"], {"a": "train", "b": "train", "c": "test"}, 0, 0.1)
     assert tiers[2] == "final_test_main" and sorted(tiers[:2]) == ["oracle", "train"]
     assert assign_tiers(["a"], None, 0, 0.1) == ["train"]  # never an empty train tier
+    # the clip set's validation clips are the oracle tier; no training clip is held out
+    kinds = {"a": "train", "b": "train", "v": "validation", "c": "test"}
+    assert assign_tiers(["a", "v", "c", "b", "c"], kinds, 0, 0.5) == [
+        "train", "oracle", "final_test_main", "train", "final_test_main"]
 
 
 # -------------------------------------------------------------- export of a small session

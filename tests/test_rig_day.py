@@ -26,6 +26,7 @@ def rig_day(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("rigday") / "w"
     cmd = [sys.executable, str(ROOT / "scripts" / "rig_day.py"), "--work", str(work),
            "--seed", "77", "--train-clips", "6", "--test-clips", "2", "--repeats", "2",
+           "--validation-clips", "2",
            "--clip-seconds", "2", "--neurons", "150", "--size", "64", "--imaging-rate", "15",
            "--train-args", "--window 3 --lag 1 --readout 16 --no-progress", "--live",
            "--live-speed", "0.5"]
@@ -70,7 +71,7 @@ def test_rois_export_train_evaluate_and_the_live_replay(rig_day: Path) -> None:
     assert ds.n_neurons == detected.n_neurons
     tiers = {t: len(ds.trial_ids(t)) for t in ds.tiers()}
     assert tiers.get("final_test_main") == 2 * 2  # test clips x repeats
-    assert tiers.get("train", 0) + tiers.get("oracle", 0) == 6
+    assert (tiers.get("train"), tiers.get("oracle")) == (6, 2)  # the clip set's validation
     meta = read_dataset_roi_meta(rig_day / "ds_detected")
     assert meta is not None and meta["fingerprint"] == roi_fingerprint(detected)
     card = load_card(rig_day / "model_detected.onnx")

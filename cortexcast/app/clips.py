@@ -1,12 +1,15 @@
 """`cortexcast clips --out DIR`: a calibration stimulus set for a rig day.
 
-Training clips are shown once each, ``--test-clips`` test clips ``--repeats`` times each
-(their repeats are what the test tier of the exported dataset is built from). Test clips are
-made only from the generator's ``test`` image pool, training clips only from its ``train``
-pool, so no training clip ever shows a test image. The session is ``--repeats`` blocks;
-each block shows every test clip once and an equal share of the training clips, in a seeded
-shuffle, so the repeats are spread over the whole session (slow drifts in the animal's state
-then hit every repeat alike) and a clip never follows itself.
+Training and ``--validation-clips`` validation clips are shown once each, ``--test-clips``
+test clips ``--repeats`` times each (their repeats are what the test tier of the exported
+dataset is built from; the validation clips its ``oracle`` tier, on which ``train`` makes its
+choices). Each kind is made only from its own image pool of the generator (``train``,
+``validation``, ``test``), so neither validation nor test clips show an image any training
+clip shows: choices are judged on new images, as the decoder is. The session is
+``--repeats`` blocks; each block shows every test clip once and an equal share of the
+training and validation clips, in a seeded shuffle, so the repeats are spread over the whole
+session (slow drifts in the animal's state then hit every repeat alike) and a clip never
+follows itself.
 
 Folder layout and the reader: :mod:`cortexcast.daq.playlist`. Videos for the stimulus
 program: :mod:`cortexcast.app.clip_video`. Pixel statistics follow Sensorium mouse A's videos
@@ -31,7 +34,7 @@ from cortexcast.core.errors import CortexcastError
 
 MOUSE = "A"
 """Sensorium mouse whose video mean/std the clips match."""
-TRAIN_TAG, TEST_TAG, ORDER_TAG = 201, 202, 203
+TRAIN_TAG, TEST_TAG, ORDER_TAG, VALIDATION_TAG = 201, 202, 203, 204
 """Seed-sequence tags: clip k of a tier has seed [seed, tag, k]."""
 
 
@@ -45,6 +48,8 @@ class ClipsPlan:
 
     train_clips: int = 100
     test_clips: int = 10
+    validation_clips: int = 10
+    """Shown once each, from images of their own: the exported dataset's ``oracle`` tier."""
     repeats: int = 3
     clip_seconds: float = 10.0
     seed: int = 0
@@ -57,8 +62,10 @@ class ClipsPlan:
     jobs: int = 1
 
     def __post_init__(self) -> None:
-        if self.train_clips < 0 or self.test_clips < 0 or self.train_clips + self.test_clips < 1:
-            raise ClipsError("--train-clips and --test-clips must be >= 0, together >= 1")
+        counts = (self.train_clips, self.test_clips, self.validation_clips)
+        if min(counts) < 0 or sum(counts) < 1:
+            raise ClipsError("--train-clips, --test-clips and --validation-clips must be >= 0, "
+                             "together >= 1")
         if self.repeats < 1:
             raise ClipsError("--repeats must be >= 1")
         if not self.stim_rate_hz > 0:
@@ -82,14 +89,17 @@ def clip_names(tier: str, n: int) -> list[str]:
 
 
 def presentation_order(train: list[str], test: list[str], repeats: int,
-                       rng: np.random.Generator) -> list[tuple[str, str, int]]:
+                       rng: np.random.Generator, validation: tuple[str, ...] = ()
+                       ) -> list[tuple[str, str, int]]:
     """(clip, tier, repeat) per presentation: ``repeats`` blocks, each with every test clip
-    once and its share of the (shuffled) training clips, shuffled within the block."""
-    shuffled = [train[i] for i in rng.permutation(len(train))]
+    once and its share of the (shuffled) training and validation clips, shuffled within the
+    block. (Without validation clips, the order of a clip set made before they existed.)"""
+    once = [(c, "train") for c in train] + [(c, "validation") for c in validation]
+    shuffled = [once[i] for i in rng.permutation(len(once))]
     chunks = np.array_split(np.arange(len(shuffled)), repeats)
     order: list[tuple[str, str, int]] = []
     for b, chunk in enumerate(chunks):
-        block = [(shuffled[i], "train", 0) for i in chunk] + [(t, "test", b) for t in test]
+        block = [(*shuffled[i], 0) for i in chunk] + [(t, "test", b) for t in test]
         block = [block[i] for i in rng.permutation(len(block))]
         if order and len(block) > 1 and block[0][0] == order[-1][0]:
             j = int(rng.integers(1, len(block)))
@@ -108,8 +118,10 @@ def make_clip_set(plan: ClipsPlan) -> tuple[dict[str, np.ndarray], list, dict]:
     clips: dict[str, np.ndarray] = {}
     info: dict[str, dict] = {}
     names = {"train": clip_names("train", plan.train_clips),
-             "test": clip_names("test", plan.test_clips)}
-    for tier, tag in (("train", TRAIN_TAG), ("test", TEST_TAG)):
+             "test": clip_names("test", plan.test_clips),
+             "validation": clip_names("validation", plan.validation_clips)}
+    for tier, tag in (("train", TRAIN_TAG), ("test", TEST_TAG),
+                      ("validation", VALIDATION_TAG)):
         for k, name in enumerate(names[tier]):
             seed = [plan.seed, tag, k]
             arrays, images = make_clips(tier, 1, plan.frames, seed, plan.stim_rate_hz,
@@ -118,13 +130,15 @@ def make_clip_set(plan: ClipsPlan) -> tuple[dict[str, np.ndarray], list, dict]:
             info[name] = {"tier": tier, "seed": seed, "images": list(images[0]),
                           "frames": plan.frames}
     rng = np.random.default_rng([plan.seed, ORDER_TAG])
-    order = presentation_order(names["train"], names["test"], plan.repeats, rng)
+    order = presentation_order(names["train"], names["test"], plan.repeats, rng,
+                               tuple(names["validation"]))
     entries = [PlaylistEntry(i, c, tier, rep, plan.frames,
                              movie_relpath(c) if plan.movies else "")
                for i, (c, tier, rep) in enumerate(order)]
     manifest = {
         "seed": plan.seed, "stim_rate_hz": plan.stim_rate_hz, "clip_seconds": plan.clip_seconds,
         "repeats": plan.repeats, "train_clips": plan.train_clips, "test_clips": plan.test_clips,
+        "validation_clips": plan.validation_clips,
         "monitor": {"width": plan.monitor[0], "height": plan.monitor[1]},
         "movies": {"format": "MJPEG AVI", "quality": plan.quality, "gray": plan.gray}
         if plan.movies else None,
@@ -149,7 +163,7 @@ def _prepare_out(out: Path, force: bool) -> None:
             raise ClipsError(f"--out {out} exists and is not empty; pass --force to replace "
                              "the clip set in it, or choose another folder")
         for p in out.glob("*.npy"):
-            if p.stem.startswith(("train_", "test_")):
+            if p.stem.startswith(("train_", "test_", "validation_")):
                 p.unlink()
         for name in (PLAYLIST, MANIFEST, "README.txt"):
             (out / name).unlink(missing_ok=True)
@@ -206,8 +220,8 @@ def write(out: str | Path, plan: ClipsPlan, force: bool = False,
                "session_s": frames / plan.stim_rate_hz, "bytes": _size(out),
                "movie_bytes": movie_bytes, "seconds": took, "clips_seconds": t_clips}
     n_test = plan.test_clips
-    log(f"clips: {len(clips)} clips ({plan.train_clips} train, {n_test} test x {plan.repeats} "
-        f"repeats) in {out}")
+    log(f"clips: {len(clips)} clips ({plan.train_clips} train, {plan.validation_clips} "
+        f"validation, {n_test} test x {plan.repeats} repeats) in {out}")
     log(f"  {len(entries)} presentations, {frames} stimulus frames = "
         f"{summary['session_s']:.0f} s ({summary['session_s'] / 60:.1f} min) at "
         f"{plan.stim_rate_hz:g} Hz")
@@ -223,9 +237,11 @@ def readme(plan: ClipsPlan, presentations: int) -> str:
     return f"""cortexcast calibration clip set (made by `cortexcast clips`)
 ===========================================================
 
-{plan.train_clips} training clips shown once, {plan.test_clips} test clips shown {plan.repeats}
-times each, {presentations} presentations of {plan.clip_seconds:g} s at {plan.stim_rate_hz:g} Hz,
-in the order of playlist.csv (seed {plan.seed}).
+{plan.train_clips} training and {plan.validation_clips} validation clips shown once, \
+{plan.test_clips} test clips shown
+{plan.repeats} times each, {presentations} presentations of {plan.clip_seconds:g} s at \
+{plan.stim_rate_hz:g} Hz, in the order of
+playlist.csv (seed {plan.seed}). Validation and test clips show images no training clip shows.
 
   <clip>.npy       the clips, (frames, 36, 64) uint8: set [daq.stimulus] clip_library to
                    this folder so the decoder sees the pixels the mouse saw
@@ -265,6 +281,7 @@ def run(args: argparse.Namespace) -> int:
     from cortexcast.app.clip_video import parse_monitor
 
     plan = ClipsPlan(train_clips=args.train_clips, test_clips=args.test_clips,
+                     validation_clips=args.validation_clips,
                      repeats=args.repeats, clip_seconds=args.clip_seconds, seed=args.seed,
                      stim_rate_hz=args.stim_rate, monitor=parse_monitor(args.monitor),
                      movies=not args.no_movies, quality=args.quality, gray=not args.color,
@@ -276,13 +293,19 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "clips", help="write a calibration stimulus set (clips, playlist, movies)",
-        description="Write a calibration stimulus set for a rig day: training clips shown "
-                    "once, test clips (from images no training clip uses) shown --repeats "
-                    "times, interleaved; <clip>.npy, playlist.csv, manifest.json and "
+        description="Write a calibration stimulus set for a rig day: training and "
+                    "validation clips shown once, test clips shown --repeats times, "
+                    "interleaved (validation and test clips from images no training clip "
+                    "uses); <clip>.npy, playlist.csv, manifest.json and "
                     "movies/<clip>.avi (MJPEG at monitor resolution) for PsychoPy or Bonsai.")
     p.add_argument("--out", required=True, help="folder to write (must be empty or new)")
     p.add_argument("--train-clips", type=int, default=100, help="training clips (default 100)")
     p.add_argument("--test-clips", type=int, default=10, help="test clips (default 10)")
+    p.add_argument("--validation-clips", type=int, default=10,
+                   help="validation clips, shown once each, from images of their own: the "
+                        "exported dataset's oracle tier, on which train chooses lag, alpha "
+                        "and branches (default 10; 0: export holds out a fraction of the "
+                        "training clips instead)")
     p.add_argument("--repeats", type=int, default=3,
                    help="times each test clip is shown (default 3)")
     p.add_argument("--clip-seconds", type=float, default=10.0,

@@ -159,7 +159,9 @@ def register(subparsers) -> None:
                    help="(36, 64) bool mask to save as eval_mask.npy")
     d.add_argument("--seed", type=int, default=0, help="seed of the oracle clip choice")
     d.add_argument("--oracle-fraction", type=float, default=0.1,
-                   help="share of training clips in the oracle (validation) tier (default 0.1)")
+                   help="share of training clips in the oracle (validation) tier (default 0.1); "
+                        "not used when the clip set has validation clips (they are the "
+                        "oracle tier)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     n = p.add_argument_group("NWB (pip install 'cortexcast[nwb]')")
     n.add_argument("--nwb", default=None, metavar="F.nwb",

@@ -93,6 +93,8 @@ class ExportSettings(SessionInput):
     seed: int = 0
     """Seed of the choice of oracle (validation) clips."""
     oracle_fraction: float = 0.1
+    """Share of the training clips held out as the oracle tier, when the clip set has no
+    validation clips of its own (``cortexcast clips --validation-clips``)."""
     force: bool = False
     """Replace a dataset already in ``out``."""
     allow_partial: bool = False

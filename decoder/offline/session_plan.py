@@ -11,11 +11,11 @@ From a recording's ``sync`` and ``stimulus`` topics (never its frames) this buil
 * the trials: runs of consecutive stimulus frames of one clip presentation (same clip,
   same ``frame - clip_frame``, clip frames counting from 0), and their tiers.
 
-Tiers: a clip's tier is ``train``/``test`` from the clip set (``--clips``, when every clip of
-the recording is in it), else inferred: a clip shown once is a training clip, one shown two or
-more times a test clip. Test clips -> ``final_test_main`` (every repeat); a seeded
-``oracle_fraction`` of the training clips -> ``oracle`` (the validation tier ``train`` uses);
-the rest -> ``train``.
+Tiers: a clip's tier is ``train``/``validation``/``test`` from the clip set (``--clips``, when
+every clip of the recording is in it), else inferred: a clip shown once is a training clip,
+one shown two or more times a test clip. Test clips -> ``final_test_main`` (every repeat);
+validation clips -> ``oracle`` (the validation tier ``train`` uses); without validation clips
+a seeded ``oracle_fraction`` of the training clips -> ``oracle``; the rest -> ``train``.
 """
 
 from __future__ import annotations
@@ -196,6 +196,9 @@ def assign_tiers(clips: list[str], clip_tiers: dict[str, str] | None, seed: int,
         kind = {c: clip_tiers[c] for c in shown}
     else:
         kind = {c: "test" if n >= 2 else "train" for c, n in shown.items()}
+    if "validation" in kind.values():  # the clip set's own validation clips
+        return ["final_test_main" if kind[c] == "test" else
+                "oracle" if kind[c] == "validation" else "train" for c in clips]
     train = sorted(c for c, k in kind.items() if k != "test")
     n_oracle = 0
     if oracle_fraction > 0 and len(train) >= 2:
