@@ -48,41 +48,6 @@ def test_choose_alpha_keeps_the_default_without_clear_evidence():
     assert choose_alpha(noisy, (0.03, 1.0), None)[0] == int(np.argmax(noisy.mean(0)))
 
 
-def test_repeats_of_one_clip_count_once_in_the_clear_win_rule():
-    # 4 clips x 3 repeats: the other alpha wins on two clips, ties on two
-    per_clip_gain = np.array([0.06, 0.0, 0.0, 0.02])
-    rng = np.random.default_rng(1)
-    base = rng.uniform(0.2, 0.4, 12)
-    diff = np.repeat(per_clip_gain, 3) + rng.normal(0, 0.001, 12)
-    scores = np.stack([base, base + diff], axis=1)
-    clips = np.repeat(["a", "b", "c", "d"], 3)
-    assert clearly_better(scores, 0)[0] == 1  # 12 "independent" trials: a clear win
-    assert clearly_better(scores, 0, clips)[0] == 0  # 4 clips: no evidence
-    assert choose_alpha(scores, (0.03, 1.0), 0.03, clips)[0] == 0
-    consistent = np.stack([base, base + np.repeat([0.05, 0.04, 0.06, 0.05], 3)], axis=1)
-    assert clearly_better(consistent, 0, clips)[0] == 1  # a win on every clip still counts
-    with pytest.raises(ValueError, match="group labels"):
-        clearly_better(scores, 0, clips[:5])
-
-
-def test_video_groups_label_repeats_of_one_clip_alike():
-    from cortexcast.decoder.training.ridge_fit import video_groups
-
-    rng = np.random.default_rng(2)
-    clips = [rng.random((36, 64, 30), dtype=np.float32) for _ in range(3)]
-    shown = [0, 1, 0, 2, 1, 0]
-    near = clips[2].copy()
-    near[0, 0, 0] += 1e-3  # one pixel off: another clip
-
-    class Videos:  # the one method video_groups reads
-        def video(self, t: int) -> np.ndarray:
-            return near if t == 6 else clips[shown[t]]
-
-    labels = video_groups(Videos(), range(7))
-    assert labels[0] == labels[2] == labels[5] and labels[1] == labels[4]
-    assert len(set(labels)) == 4
-
-
 def test_clearly_better_takes_the_best_of_the_options_that_beat_the_default():
     rng = np.random.default_rng(1)
     base = rng.uniform(0.2, 0.4, 12)

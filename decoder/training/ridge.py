@@ -20,9 +20,7 @@ Steps (every trial streamed from disk; memory ~ (W·K)² + N·K floats, never th
    :func:`cortexcast.decoder.live.metric` pixel correlation inside the mask (validation tier,
    plus ``cv_folds``-fold cross-validation over the training trials when asked); the
    ``default_alpha`` (0.03, the plain ridge's) is kept unless the best alpha beats it by
-   more than two paired standard errors, counted over distinct clips: repeats of one
-   validation clip are averaged first (:func:`~.ridge_fit.video_groups`; 4 clips × 3 repeats
-   counted as 12 trials chose alpha 0.3 where test preferred 0.03)
+   more than two paired standard errors
    (:func:`~cortexcast.decoder.training.ridge_fit.choose_alpha`).
    Issue 12: on a development mouse a free arg-max over 2 repeated validation clips cost
    7 % on the test tiers (0.171 vs 0.185), the PCA's too-loose randomised eigensolver
@@ -62,21 +60,11 @@ from cortexcast.decoder.training.lag_choice import resolve_window
 from cortexcast.decoder.training.ridge_export import export_ridge, reduced_rank
 from cortexcast.decoder.training.ridge_fit import (
     LinearFrontEnd, RidgeFit, Sums, choose_alpha, cv_folds, fit_pca, fit_ridge, pixel_axes,
-    trial_design, trial_features, video_groups, window_gram,  # noqa: F401 (re-exported)
-    windows_flat,  # noqa: F401 (re-exported)
+    trial_design, trial_features, window_gram, windows_flat,  # noqa: F401 (re-exported)
 )
 from cortexcast.decoder.training.windows import normalisation
 
 log = logging.getLogger("decoder.ridge")
-
-
-
-def _alpha_rule(default: float | None, clips: int) -> str:
-    if default is None:
-        return f"the best mean score over {clips} distinct held-out clips"
-    return (f"alpha {default:g} unless another beats it by 2 standard errors of the paired "
-            f"difference over {clips} distinct held-out clips (repeats of a clip averaged "
-            "first); then the best of those")
 
 
 @dataclass(frozen=True)
@@ -182,7 +170,6 @@ def train_ridge(s: RidgeSettings) -> TrainResult:
     per_val = per_val.reshape(len(designs), len(fit.alphas))
     val_scores = np.array([mean_over_clips(per_val[:, j]) for j in range(len(fit.alphas))])
     per_clip = per_val
-    groups = video_groups(ds, val_ids)  # repeats of one clip count once in the alpha rule
     cv_mean = None
     if folds:
         axes = pixel_axes(yty, y_rows, total.y_sum[near] / total.count, s.pixel_components)
@@ -197,11 +184,10 @@ def train_ridge(s: RidgeSettings) -> TrainResult:
         per_cv_all = np.concatenate(per_cv)
         cv_mean = np.array([mean_over_clips(c) for c in per_cv_all.T])
         per_clip = np.concatenate([per_val, per_cv_all])  # every held-out clip counts once
-        groups += [f"train trial {t}" for ids in folds for t in ids]
         log.info("cross-validated r per alpha (%d folds, %d clips): %s", len(folds),
                  len(per_cv_all), ", ".join(f"{a:g}: {r:.4f}" for a, r in
                                             zip(fit.alphas, cv_mean)))
-    best, scores = choose_alpha(per_clip, fit.alphas, s.default_alpha, groups)
+    best, scores = choose_alpha(per_clip, fit.alphas, s.default_alpha)
     count = total.count
     del sums, total
     alpha = fit.alphas[best]
@@ -240,7 +226,6 @@ def train_ridge(s: RidgeSettings) -> TrainResult:
                                "pixel_components": rank,
                                "val_r_full_rank": float(val_scores[best]),
                                "cv_folds": len(folds),
-                               "alpha_rule": _alpha_rule(s.default_alpha, len(set(groups))),
                                "window_choice": None if choice is None else choice.to_dict(),
                                "pca_explained_fraction": _explained_fraction(explained, ds,
                                                                              front),

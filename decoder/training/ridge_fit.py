@@ -232,43 +232,25 @@ def pixel_axes(yty: np.ndarray, rows: int, y_mean: np.ndarray, rank: int) -> np.
     return np.ascontiguousarray(vec[:, np.argsort(ev)[::-1][:min(rank, len(ev))]].T)
 
 
-def choose_alpha(per_clip: np.ndarray, alphas: Sequence[float], default: float | None,
-                 groups: Sequence[object] | None = None) -> tuple[int, np.ndarray]:
+def choose_alpha(per_clip: np.ndarray, alphas: Sequence[float],
+                 default: float | None) -> tuple[int, np.ndarray]:
     """(index of the chosen alpha, mean score per alpha) from (clips, alphas) scores.
 
     ``default`` (the nearest grid alpha) is kept unless some alpha beats it clearly
-    (:func:`clearly_better`, ``groups`` as there); None: the plain arg-max.
+    (:func:`clearly_better`); None: the plain arg-max.
     """
     ref = (None if default is None else
            int(np.argmin(np.abs(np.log(np.asarray(alphas)) - np.log(default)))))
-    return clearly_better(per_clip, ref, groups)
+    return clearly_better(per_clip, ref)
 
 
-def video_groups(ds: SensoriumDataset, ids: Sequence[int]) -> list[str]:
-    """One label per trial of ``ids``, the same for trials that showed the same video.
-
-    Repeats of one clip are not independent evidence about new movies: a setting that suits
-    that clip's images wins on every repeat. Sensorium's validation (``oracle``) tier is a few
-    clips shown several times, so :func:`clearly_better` counts clips, not trials.
-    """
-    import hashlib
-
-    return [hashlib.blake2b(np.ascontiguousarray(ds.video(t)).tobytes(),
-                            digest_size=16).hexdigest() for t in ids]
-
-
-def clearly_better(per_clip: np.ndarray, default: int | None,
-                   groups: Sequence[object] | None = None) -> tuple[int, np.ndarray]:
+def clearly_better(per_clip: np.ndarray, default: int | None) -> tuple[int, np.ndarray]:
     """(chosen column, mean score per column) of (clips, options) held-out scores.
 
     The ``default`` column is kept unless other options beat it by more than two standard
     errors of the paired per-clip difference; then the best of those wins. A few
     validation clips pick too noisily for a free arg-max (issue 12: up to 6 % lost on
-    test); None: the plain arg-max. ``groups`` (one label per row, e.g.
-    :func:`video_groups`): rows of one group (repeats of one clip) are averaged into one
-    difference before the standard error, so n is the number of distinct clips (issue 12:
-    4 clips × 3 repeats counted as 12 trials made alpha 0.3 look clearly better than 0.03 on
-    a mouse where test said the opposite).
+    test); None: the plain arg-max.
     """
     scores = np.array([mean_over_clips(per_clip[:, j]) for j in range(per_clip.shape[1])])
     if not np.isfinite(scores).any():
@@ -277,16 +259,9 @@ def clearly_better(per_clip: np.ndarray, default: int | None,
     if default is None or not np.isfinite(scores[default]):
         return best, scores
     winners = []
-    labels = None if groups is None else np.asarray([str(g) for g in groups])
-    if labels is not None and len(labels) != len(per_clip):
-        raise ValueError(f"{len(labels)} group labels for {len(per_clip)} rows of scores")
     for j in range(per_clip.shape[1]):
         diff = per_clip[:, j] - per_clip[:, default]
-        ok = np.isfinite(diff)
-        diff = diff[ok]
-        if labels is not None:
-            kept = labels[ok]
-            diff = np.array([diff[kept == g].mean() for g in dict.fromkeys(kept)])
+        diff = diff[np.isfinite(diff)]
         if j == default or len(diff) < 2:
             continue
         se = float(np.std(diff, ddof=1) / np.sqrt(len(diff)))
