@@ -172,16 +172,19 @@ def main(argv: list[str] | None = None) -> int:
     times["clips"] = cortexcast(
         "clips", "--out", str(work / "clips"), "--train-clips", str(args.train_clips),
         "--test-clips", str(args.test_clips), "--repeats", str(args.repeats),
-        "--validation-clips", str(args.validation_clips), "--clip-seconds", str(args.clip_seconds), "--seed", str(args.seed), "--no-movies",
+        "--validation-clips", str(args.validation_clips),
+        "--clip-seconds", str(args.clip_seconds), "--seed", str(args.seed), "--no-movies",
         log=logs / "clips.log")
     times["session"] = cortexcast("up", "--config", str(session_config(work, args)),
                                   log=logs / "session.log")
 
     # The reference: the same animal through `simulate` (its rois.npz: the true footprints).
-    # as many training and validation trials as the session (without validation clips,
-    # export holds out a tenth of the training clips)
-    n_val = args.validation_clips or max(1, args.train_clips // 10)
-    n_train = args.train_clips if args.validation_clips else args.train_clips - n_val
+    # As many training and validation trials as the export of the session has: the clip
+    # set's validation clips, or (with none) a tenth of the training clips held out.
+    n_train, n_val = args.train_clips, args.validation_clips
+    if not n_val:
+        n_val = max(1, n_train // 10)
+        n_train -= n_val
     times["simulate"] = cortexcast(
         "simulate", "--out", str(work / "ds_simulate"), "--preset", PRESET,
         "--seed", str(args.seed), "--session-seed", str(args.seed + 2),

@@ -89,12 +89,12 @@ def clip_names(tier: str, n: int) -> list[str]:
 
 
 def presentation_order(train: list[str], test: list[str], repeats: int,
-                       rng: np.random.Generator, validation: tuple[str, ...] = ()
+                       rng: np.random.Generator, validation: list[str] | None = None
                        ) -> list[tuple[str, str, int]]:
     """(clip, tier, repeat) per presentation: ``repeats`` blocks, each with every test clip
     once and its share of the (shuffled) training and validation clips, shuffled within the
     block. (Without validation clips, the order of a clip set made before they existed.)"""
-    once = [(c, "train") for c in train] + [(c, "validation") for c in validation]
+    once = [(c, "train") for c in train] + [(c, "validation") for c in validation or []]
     shuffled = [once[i] for i in rng.permutation(len(once))]
     chunks = np.array_split(np.arange(len(shuffled)), repeats)
     order: list[tuple[str, str, int]] = []
@@ -131,7 +131,7 @@ def make_clip_set(plan: ClipsPlan) -> tuple[dict[str, np.ndarray], list, dict]:
                           "frames": plan.frames}
     rng = np.random.default_rng([plan.seed, ORDER_TAG])
     order = presentation_order(names["train"], names["test"], plan.repeats, rng,
-                               tuple(names["validation"]))
+                               names["validation"])
     entries = [PlaylistEntry(i, c, tier, rep, plan.frames,
                              movie_relpath(c) if plan.movies else "")
                for i, (c, tier, rep) in enumerate(order)]

@@ -196,15 +196,14 @@ def assign_tiers(clips: list[str], clip_tiers: dict[str, str] | None, seed: int,
         kind = {c: clip_tiers[c] for c in shown}
     else:
         kind = {c: "test" if n >= 2 else "train" for c, n in shown.items()}
-    if "validation" in kind.values():  # the clip set's own validation clips
-        return ["final_test_main" if kind[c] == "test" else
-                "oracle" if kind[c] == "validation" else "train" for c in clips]
-    train = sorted(c for c, k in kind.items() if k != "test")
-    n_oracle = 0
-    if oracle_fraction > 0 and len(train) >= 2:
-        n_oracle = min(len(train) - 1, max(1, round(oracle_fraction * len(train))))
-    order = np.random.default_rng(seed).permutation(len(train))
-    oracle = {train[i] for i in order[:n_oracle]}
+    oracle = {c for c, k in kind.items() if k == "validation"}  # the clip set's own
+    if not oracle:
+        train = sorted(c for c, k in kind.items() if k != "test")
+        n_oracle = 0
+        if oracle_fraction > 0 and len(train) >= 2:
+            n_oracle = min(len(train) - 1, max(1, round(oracle_fraction * len(train))))
+        order = np.random.default_rng(seed).permutation(len(train))
+        oracle = {train[i] for i in order[:n_oracle]}
     return ["final_test_main" if kind[c] == "test" else "oracle" if c in oracle else "train"
             for c in clips]
 
